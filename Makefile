@@ -1,0 +1,49 @@
+# One-command set-up: every target installs what it needs (virtualenv, pip, xmlsec1).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps browser-deps test demo demo-once bench clean
+
+setup: system-deps $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,postgres]'
+	touch $@
+
+# pysaml2 shells out to xmlsec1 to sign and verify SAML messages.
+system-deps:
+	@command -v xmlsec1 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xmlsec1; \
+	  else \
+	    echo "xmlsec1 is missing: install it with 'sudo apt-get install xmlsec1' (Debian/Ubuntu) or 'brew install libxmlsec1'" >&2; exit 1; \
+	  fi; }
+
+# Debian's chromium for the real-browser tests (Playwright drives it; no browser download).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is missing: install it with 'sudo apt-get install chromium' to run the browser tests" >&2; \
+	  fi; }
+
+test: setup browser-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/satosa-orcid demo
+
+demo-once: setup
+	$(BIN)/satosa-orcid demo --once
+
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var demo-data .pytest_cache
