@@ -1,0 +1,325 @@
+"""Typed plugin configuration, parsed once at start-up from the micro-service ``config:`` block.
+
+Every problem raises :class:`ConfigError` with the key path (``orcid.client_id``) and
+never the offending value, so a secret can't leak into a start-up log.
+
+Example (``proxy_conf/plugins/microservices/orcid.yaml``)::
+
+    config:
+      orcid:
+        environment: production          # production | sandbox | emulator
+        client_id: APP-XXXXXXXXXXXXXXXX
+        client_secret: !ENV ORCID_CLIENT_SECRET
+        scopes: [openid]
+      user_key_attribute: edupersonprincipalname
+      trigger: always
+      on_error: continue
+      store:
+        database_url: sqlite:////var/lib/satosa-orcid/links.db
+        token_keys: !ENV SATOSA_ORCID_TOKEN_KEYS
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+ENVIRONMENTS = {
+    "production": {"base_url": "https://orcid.org", "api_base_url": "https://api.orcid.org", "sandbox": False},
+    "sandbox": {"base_url": "https://sandbox.orcid.org", "api_base_url": "https://api.sandbox.orcid.org", "sandbox": True},
+    "emulator": {"base_url": None, "api_base_url": None, "sandbox": False},
+}
+PUBLIC_SCOPES = {"openid", "/authenticate", "/read-public"}
+MEMBER_SCOPES = {"/read-limited", "/activities/update", "/person/update"}
+ON_ERROR = ("continue", "fail")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DEFAULT_ORCID_REQUESTERS = ("https://orcid.org/saml2/sp/1",)
+
+
+def _secret_repr(value: str | None) -> str:
+    return "<unset>" if not value else "<redacted>"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 3.0
+    read: float = 10.0
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.connect, self.read)
+
+
+@dataclass(frozen=True)
+class OrcidSettings:
+    environment: str
+    base_url: str
+    api_base_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...] = ("openid",)
+    timeouts: Timeouts = Timeouts()
+    prompt_login: bool = False
+    lang: str | None = None
+
+    @property
+    def sandbox(self) -> bool:
+        return self.environment == "sandbox"
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url
+
+    @property
+    def openid(self) -> bool:
+        return "openid" in self.scopes
+
+    @property
+    def member_scopes(self) -> bool:
+        return bool(MEMBER_SCOPES & set(self.scopes))
+
+    def __repr__(self) -> str:
+        return (
+            f"OrcidSettings(environment={self.environment!r}, base_url={self.base_url!r}, "
+            f"client_id={self.client_id!r}, client_secret={_secret_repr(self.client_secret)}, scopes={self.scopes!r})"
+        )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    database_url: str
+    token_keys: tuple[str, ...] = field(default=(), repr=False)
+    user_key_secret: str | None = field(default=None, repr=False)
+    auto_upgrade: bool | None = None  # None: SQLite only
+
+    def __repr__(self) -> str:
+        url = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", self.database_url)
+        return f"StoreSettings(database_url={url!r}, token_keys=<{len(self.token_keys)} keys>)"
+
+
+@dataclass(frozen=True)
+class DeclineSettings:
+    not_now_seconds: int = 30 * 86400
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    orcid: OrcidSettings
+    store: StoreSettings
+    user_key_attribute: str
+    orcid_attribute: str = "edupersonorcid"
+    trigger_always: bool = True
+    trigger_requesters: frozenset[str] = frozenset()
+    on_error: str = "continue"
+    prefill: Mapping[str, str] = field(default_factory=dict)
+    decline: DeclineSettings = DeclineSettings()
+    flow_ttl_seconds: int = 1800
+    orcid_requesters: tuple[str, ...] = DEFAULT_ORCID_REQUESTERS
+    redirect_base: str | None = None
+    trusted_orcid_issuers: frozenset[str] = frozenset()
+
+    def should_hop_for(self, requester: str | None) -> bool:
+        return self.trigger_always or (requester in self.trigger_requesters)
+
+
+# --- parsing helpers ------------------------------------------------------------------
+class _Section:
+    """A mapping that remembers its key path and which keys were read."""
+
+    def __init__(self, data: Any, path: str, allowed: set[str]):
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(path or "config", "must be a mapping")
+        unknown = sorted(set(map(str, data)) - allowed)
+        if unknown:
+            raise ConfigError(self._key(path, unknown[0]), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        self.data, self.path = data, path
+
+    @staticmethod
+    def _key(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    def key(self, key: str) -> str:
+        return self._key(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) not in (None, "")
+
+    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value in (None, ""):
+            if required:
+                raise ConfigError(self.key(key), "is required")
+            return default
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(self.key(key), "must be a string")
+        return str(value).strip()
+
+    def choice(self, key: str, choices: tuple[str, ...] | list[str], default: str | None = None) -> str:
+        value = self.str(key, default, required=default is None)
+        if value not in choices:
+            raise ConfigError(self.key(key), f"must be one of {', '.join(choices)}")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.strip().lower() in ("true", "yes", "1", "on")
+        raise ConfigError(self.key(key), "must be true or false")
+
+    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.data.get(key, default)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(self.key(key), "must be a number") from None
+        if number <= minimum:
+            raise ConfigError(self.key(key), f"must be greater than {minimum:g}")
+        return number
+
+    def duration(self, key: str, default: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool):
+            seconds = value
+        else:
+            m = _DURATION.match(str(value))
+            if not m:
+                raise ConfigError(self.key(key), "must be a duration such as 3600, 90m, 12h or 30d")
+            seconds = int(m.group(1)) * _UNITS[m.group(2)]
+        if seconds < 0:
+            raise ConfigError(self.key(key), "must not be negative")
+        return seconds
+
+    def list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value in (None, ""):
+            return default
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(self.key(key), "must be a list of strings")
+        return tuple(v.strip() for v in value)
+
+    def section(self, key: str, allowed: set[str]) -> "_Section":
+        return _Section(self.data.get(key), self.key(key), allowed)
+
+
+def _check_url(section: _Section, key: str, url: str, *, https_only: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ConfigError(section.key(key), "must be an absolute http(s) URL")
+    if https_only and parts.scheme != "https":
+        raise ConfigError(section.key(key), "must use https")
+    return url.rstrip("/")
+
+
+def _parse_orcid(root: _Section) -> OrcidSettings:
+    s = root.section(
+        "orcid",
+        {"environment", "base_url", "api_base_url", "client_id", "client_secret", "scopes", "timeouts", "prompt_login", "lang"},
+    )
+    env = s.choice("environment", tuple(ENVIRONMENTS), default="production")
+    defaults = ENVIRONMENTS[env]
+    if env == "emulator":
+        base_url = _check_url(s, "base_url", s.str("base_url", required=True), https_only=False)
+        api_base_url = _check_url(s, "api_base_url", s.str("api_base_url", base_url), https_only=False)
+    else:
+        # base_url is only meaningful for the emulator; ignore it elsewhere so one YAML serves both.
+        base_url, api_base_url = defaults["base_url"], defaults["api_base_url"]
+    client_id = s.str("client_id", required=True)
+    if env != "emulator" and not re.fullmatch(r"APP-[0-9A-Z]{16}", client_id):
+        raise ConfigError(s.key("client_id"), "must look like APP-XXXXXXXXXXXXXXXX")
+    client_secret = s.str("client_secret", required=True)
+    scopes = s.list("scopes", ("openid",))
+    unknown = [x for x in scopes if x not in PUBLIC_SCOPES | MEMBER_SCOPES]
+    if unknown:
+        raise ConfigError(s.key("scopes"), f"unknown ORCID scope {unknown[0]!r}")
+    if "openid" in scopes and "/authenticate" in scopes:
+        raise ConfigError(s.key("scopes"), "use either openid or /authenticate, not both (ORCID advice)")
+    if "/read-public" in scopes:
+        raise ConfigError(s.key("scopes"), "/read-public is a client-credentials scope, not a 3-legged one")
+    if not ({"openid", "/authenticate"} & set(scopes)) and not (MEMBER_SCOPES & set(scopes)):
+        raise ConfigError(s.key("scopes"), "must include openid or /authenticate")
+    t = s.section("timeouts", {"connect", "read"})
+    timeouts = Timeouts(connect=t.number("connect", 3.0), read=t.number("read", 10.0))
+    lang = s.str("lang")
+    return OrcidSettings(
+        environment=env,
+        base_url=base_url,
+        api_base_url=api_base_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=scopes,
+        timeouts=timeouts,
+        prompt_login=s.bool("prompt_login", False),
+        lang=lang,
+    )
+
+
+def _parse_store(root: _Section) -> StoreSettings:
+    s = root.section("store", {"database_url", "token_keys", "user_key_secret", "auto_upgrade"})
+    url = s.str("database_url", required=True)
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
+        raise ConfigError(s.key("database_url"), "must be a sqlite:/// or postgresql+psycopg:// URL")
+    keys = s.list("token_keys")
+    if not keys:
+        raise ConfigError(s.key("token_keys"), "is required: one or more Fernet keys (newest first)")
+    from cryptography.fernet import Fernet
+
+    for i, key in enumerate(keys):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            raise ConfigError(s.key("token_keys"), f"key #{i + 1} is not a valid Fernet key (32 url-safe base64 bytes)") from None
+    auto = s.data.get("auto_upgrade")
+    return StoreSettings(
+        database_url=url,
+        token_keys=keys,
+        user_key_secret=s.str("user_key_secret"),
+        auto_upgrade=None if auto is None else s.bool("auto_upgrade", False),
+    )
+
+
+def parse_config(raw: Any) -> PluginConfig:
+    """Parse the micro-service ``config:`` mapping; raise ConfigError naming the key on any problem."""
+    root = _Section(
+        raw,
+        "",
+        {"orcid", "store", "user_key_attribute", "orcid_attribute", "trigger", "on_error", "prefill", "decline", "flow_ttl", "orcid_requesters", "redirect_base", "trusted_orcid_issuers"},
+    )
+    orcid = _parse_orcid(root)
+    store = _parse_store(root)
+    trigger = root.data.get("trigger", "always")
+    if trigger == "always":
+        always, requesters = True, frozenset()
+    elif isinstance(trigger, (list, tuple)) and all(isinstance(x, str) and x for x in trigger):
+        always, requesters = False, frozenset(trigger)
+    else:
+        raise ConfigError("trigger", "must be 'always' or a list of requester entity IDs / client ids")
+    prefill = root.section("prefill", {"given_names", "family_names", "email"})
+    d = root.section("decline", {"not_now"})
+    return PluginConfig(
+        orcid=orcid,
+        store=store,
+        user_key_attribute=root.str("user_key_attribute", required=True).lower(),
+        orcid_attribute=root.str("orcid_attribute", "edupersonorcid").lower(),
+        trigger_always=always,
+        trigger_requesters=requesters,
+        on_error=root.choice("on_error", ON_ERROR, default="continue"),
+        prefill={k: prefill.str(k).lower() for k in ("given_names", "family_names", "email") if prefill.has(k)},
+        decline=DeclineSettings(not_now_seconds=d.duration("not_now", 30 * 86400)),
+        flow_ttl_seconds=root.duration("flow_ttl", 1800),
+        orcid_requesters=root.list("orcid_requesters", DEFAULT_ORCID_REQUESTERS),
+        redirect_base=(
+            _check_url(root, "redirect_base", root.str("redirect_base"), https_only=False)
+            if root.has("redirect_base")
+            else None
+        ),
+        trusted_orcid_issuers=frozenset(root.list("trusted_orcid_issuers")),
+    )

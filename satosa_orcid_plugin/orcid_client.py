@@ -1,0 +1,329 @@
+"""The one place that talks HTTP to ORCID.
+
+Every request goes through :meth:`OrcidClient._request`: a ``requests.Session`` with a
+(connect, read) timeout always set, retries mounted for idempotent GETs only, and every
+transport or protocol failure translated into the plugin's error tree. Tokens are sent
+in the ``Authorization`` header or the form body, never in a URL, and never logged.
+
+The authorization-code exchange is **never retried**: ORCID revokes every token issued
+from a code that is presented twice (orcid-facts.md section 1.5).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlencode
+
+import jwt
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import OrcidSettings
+from .errors import (
+    InvalidIdToken,
+    InvalidOrcidId,
+    OrcidOAuthError,
+    OrcidProtocolError,
+    OrcidUnavailable,
+    TokenRevoked,
+)
+from .orcid_id import OrcidId
+
+log = logging.getLogger(__name__)
+
+JWKS_TTL_SECONDS = 24 * 3600
+JWKS_MIN_REFRESH_SECONDS = 60
+ID_TOKEN_LEEWAY_SECONDS = 120
+
+RequestObserver = Callable[[str, str, "int | None", float], None]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a successful code exchange yields. The repr never shows a token."""
+
+    orcid: OrcidId
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expires_in: int | None
+    scope: tuple[str, ...]
+    name: str | None = None
+    amr: str | None = None
+    id_token_claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def token_response(self) -> dict[str, Any]:
+        """The token fields in ORCID's own shape (for :class:`TokenSet.from_token_response`)."""
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "expires_in": self.expires_in,
+            "scope": " ".join(self.scope),
+        }
+
+
+class OrcidClient:
+    """ORCID OAuth 2.0 / OpenID Connect client for one registered integration."""
+
+    def __init__(
+        self,
+        settings: OrcidSettings,
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.observer = observer
+        self.session = session or self._make_session()
+        base = settings.base_url
+        self.authorize_endpoint = f"{base}/oauth/authorize"
+        self.token_endpoint = f"{base}/oauth/token"
+        self.revoke_endpoint = f"{base}/oauth/revoke"
+        self.userinfo_endpoint = f"{base}/oauth/userinfo"
+        self.jwks_uri = f"{base}/oauth/jwks"
+        self._jwks: dict[str, jwt.PyJWK] = {}
+        self._jwks_fetched_at = 0.0
+        self._jwks_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OrcidClient({self.settings!r})"
+
+    @staticmethod
+    def _make_session() -> requests.Session:
+        session = requests.Session()
+        retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.2,
+                      allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
+                      raise_on_status=False)
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=20)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers["User-Agent"] = "satosa-orcid-plugin"
+        return session
+
+    # --- the choke point ----------------------------------------------------------
+    def _request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.settings.timeouts.as_tuple())
+        kwargs.setdefault("allow_redirects", False)
+        headers = kwargs.setdefault("headers", {})
+        headers.setdefault("Accept", "application/json")
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            response = self.session.request(method, url, **kwargs)
+            status = response.status_code
+        except requests.Timeout as exc:
+            raise OrcidUnavailable(f"ORCID {endpoint} timed out") from exc
+        except requests.RequestException as exc:
+            raise OrcidUnavailable(f"ORCID {endpoint} unreachable ({type(exc).__name__})") from exc
+        finally:
+            elapsed = time.perf_counter() - started
+            log.debug("orcid %s %s -> %s in %.0f ms", method, endpoint, status, elapsed * 1000)
+            if self.observer:
+                self.observer(endpoint, method, status, elapsed)
+        if status >= 500:
+            raise OrcidUnavailable(f"ORCID {endpoint} answered HTTP {status}")
+        return response
+
+    @staticmethod
+    def _json(endpoint: str, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise OrcidProtocolError(f"ORCID {endpoint} answered HTTP {response.status_code} with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise OrcidProtocolError(f"ORCID {endpoint} answered JSON that is not an object")
+        return body
+
+    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            desc = body.get("error_description") or body.get("error-description") or ""
+            cls = TokenRevoked if body["error"] == "invalid_token" else OrcidOAuthError
+            return cls(body["error"], str(desc)[:200], response.status_code)
+        if response.status_code == 401:
+            return OrcidOAuthError("invalid_client", "Bad client credentials", 401)
+        return OrcidOAuthError("http_%d" % response.status_code, f"ORCID {endpoint} refused the request", response.status_code)
+
+    # --- browser leg ----------------------------------------------------------------
+    def authorize_url(
+        self,
+        *,
+        redirect_uri: str,
+        state: str | None,
+        nonce: str | None = None,
+        lang: str | None = None,
+        prefill: Mapping[str, str] | None = None,
+        scopes: tuple[str, ...] | None = None,
+    ) -> str:
+        scopes = scopes or self.settings.scopes
+        params: dict[str, str] = {
+            "client_id": self.settings.client_id,
+            "response_type": "code",
+            "scope": " ".join(scopes),
+            "redirect_uri": redirect_uri,
+        }
+        if state:
+            params["state"] = state
+        if "openid" in scopes:
+            if nonce:
+                params["nonce"] = nonce
+            if self.settings.prompt_login:
+                params["prompt"] = "login"  # only honoured together with openid
+        lang = lang or self.settings.lang
+        if lang:
+            params["lang"] = lang
+        for key in ("given_names", "family_names", "email", "orcid"):
+            value = (prefill or {}).get(key)
+            if value:
+                params[key] = value
+        return f"{self.authorize_endpoint}?{urlencode(params, quote_via=_quote)}"
+
+    # --- back channel ---------------------------------------------------------------
+    def exchange_code(self, code: str, redirect_uri: str, *, nonce: str | None = None) -> Grant:
+        """Exchange an authorization code once. Never retried, whatever happens."""
+        form = {
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+        }
+        response = self._request("token", "POST", self.token_endpoint, data=form)
+        if response.status_code != 200:
+            raise self._oauth_error("token", response)
+        body = self._json("token", response)
+        if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+            raise OrcidProtocolError("ORCID token response has no access_token")
+        try:
+            orcid = OrcidId.parse(body.get("orcid"), sandbox=self.settings.sandbox)
+        except InvalidOrcidId as exc:
+            raise OrcidProtocolError(f"ORCID token response has no valid orcid: {exc.message}") from None
+        granted = tuple(str(body.get("scope") or "").split())
+        claims: Mapping[str, Any] = {}
+        amr = None
+        if "openid" in self.settings.scopes:
+            id_token = body.get("id_token")
+            if not isinstance(id_token, str) or not id_token:
+                raise InvalidIdToken("openid was requested but the token response has no id_token")
+            claims = self.verify_id_token(id_token, nonce=nonce, orcid=orcid)
+            amr = claims.get("amr") if isinstance(claims.get("amr"), str) else None
+        expires_in = body.get("expires_in")
+        name = body.get("name")
+        return Grant(
+            orcid=orcid,
+            access_token=body["access_token"],
+            refresh_token=body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None,
+            expires_in=int(expires_in) if isinstance(expires_in, (int, float)) else None,
+            scope=granted,
+            name=name if isinstance(name, str) and name.strip() else None,
+            amr=amr,
+            id_token_claims=claims,
+        )
+
+    def revoke(self, token: str) -> None:
+        form = {"client_id": self.settings.client_id, "client_secret": self.settings.client_secret, "token": token}
+        response = self._request("revoke", "POST", self.revoke_endpoint, data=form)
+        if response.status_code != 200:
+            raise self._oauth_error("revoke", response)
+
+    def userinfo(self, access_token: str) -> dict[str, Any]:
+        response = self._request("userinfo", "GET", self.userinfo_endpoint,
+                                 headers={"Authorization": f"Bearer {access_token}"})
+        if response.status_code in (401, 403):
+            raise TokenRevoked("invalid_token", "access token rejected by userinfo", response.status_code)
+        if response.status_code != 200:
+            raise self._oauth_error("userinfo", response)
+        return self._json("userinfo", response)
+
+    # --- id_token -------------------------------------------------------------------
+    def _signing_key(self, kid: str) -> jwt.PyJWK:
+        with self._jwks_lock:
+            now = self.clock()
+            stale = now - self._jwks_fetched_at > JWKS_TTL_SECONDS
+            may_refresh = now - self._jwks_fetched_at > JWKS_MIN_REFRESH_SECONDS
+            if stale or (kid not in self._jwks and may_refresh):
+                self._jwks = self._fetch_jwks()
+                self._jwks_fetched_at = now
+            try:
+                return self._jwks[kid]
+            except KeyError:
+                raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}") from None
+
+    def _fetch_jwks(self) -> dict[str, jwt.PyJWK]:
+        response = self._request("jwks", "GET", self.jwks_uri)
+        if response.status_code != 200:
+            raise OrcidUnavailable(f"ORCID jwks answered HTTP {response.status_code}")
+        body = self._json("jwks", response)
+        keys: dict[str, jwt.PyJWK] = {}
+        for jwk in body.get("keys") or []:
+            if isinstance(jwk, dict) and jwk.get("kid") and jwk.get("kty") == "RSA":
+                try:
+                    keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="RS256")
+                except jwt.PyJWTError:
+                    log.warning("ignoring an unreadable key in ORCID's JWKS")
+        if not keys:
+            raise OrcidProtocolError("ORCID jwks holds no usable RSA key")
+        return keys
+
+    def verify_id_token(self, id_token: str, *, nonce: str | None, orcid: OrcidId) -> dict[str, Any]:
+        """RS256 against the JWKS; iss, aud, exp, nonce, and sub == the token response's orcid."""
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError:
+            raise InvalidIdToken("not a JWT") from None
+        if header.get("alg") != "RS256":
+            raise InvalidIdToken(f"unexpected alg {str(header.get('alg'))[:16]!r}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidIdToken("no kid in header")
+        key = self._signing_key(kid)
+        try:
+            claims = jwt.decode(
+                id_token,
+                key=key.key,
+                algorithms=["RS256"],
+                audience=self.settings.client_id,
+                issuer=self.settings.issuer,
+                leeway=ID_TOKEN_LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidIdToken("expired") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidIdToken("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidIdToken("wrong issuer") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidIdToken("bad signature") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidIdToken(type(exc).__name__) from None
+        if nonce is not None and not _equal(str(claims.get("nonce", "")), nonce):
+            raise InvalidIdToken("nonce mismatch")
+        try:
+            sub = OrcidId.parse(claims.get("sub"), sandbox=orcid.sandbox)
+        except InvalidOrcidId:
+            raise InvalidIdToken("sub is not an ORCID iD") from None
+        if sub != orcid:
+            raise InvalidIdToken("sub does not match the token response's orcid")
+        return claims
+
+
+def _quote(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="", encoding=encoding, errors=errors)
+
+
+def _equal(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())

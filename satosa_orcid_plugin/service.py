@@ -1,0 +1,136 @@
+"""OrcidLinkService: the one object the micro-service, the CLI and the worker call.
+
+It joins the ORCID client, the store and the policy; it knows nothing about SATOSA.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Mapping
+
+from .config import PluginConfig
+from .errors import NotFound, OrcidError
+from .orcid_client import Grant, OrcidClient
+from .orcid_id import OrcidId
+from .policy import Decision, decide
+from .store import Link, Store
+from .tokens import TokenCipher, TokenSet
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class HopStart:
+    url: str
+    state: str
+    nonce: str | None
+
+
+class OrcidLinkService:
+    def __init__(
+        self,
+        config: PluginConfig,
+        client: OrcidClient,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"OrcidLinkService({self.config.orcid!r}, {self.store!r})"
+
+    @classmethod
+    def from_config(cls, config: PluginConfig, *, instance: str | None = None) -> "OrcidLinkService":
+        cipher = TokenCipher.from_keys(config.store.token_keys)
+        secret = config.store.user_key_secret.encode() if config.store.user_key_secret else None
+        store = Store.from_url(config.store.database_url, cipher, user_key_secret=secret, instance=instance)
+        auto = config.store.auto_upgrade
+        if auto is None:
+            auto = config.store.database_url.startswith("sqlite")
+        if auto:
+            store.upgrade()
+        return cls(config, OrcidClient(config.orcid), store)
+
+    @property
+    def environment(self) -> str:
+        return "sandbox" if self.config.orcid.sandbox else "production"
+
+    # --- login decisions ------------------------------------------------------------
+    def decide(
+        self, user_key: str | None, requester: str | None, asserted: OrcidId | None = None
+    ) -> Decision:
+        linked = declined = None
+        if user_key:
+            link = self.store.get_active_link(user_key)
+            if link is not None and link.environment == self.environment:
+                linked = link.orcid
+            if linked is None and asserted is None:
+                declined = self.store.decision_for(user_key, self.clock())
+        return decide(
+            self.config, user_key=user_key, requester=requester, linked=linked, declined=declined, asserted=asserted
+        )
+
+    def start_hop(self, *, redirect_uri: str, prefill: Mapping[str, str] | None = None, lang: str | None = None) -> HopStart:
+        state = secrets.token_urlsafe(24)
+        nonce = secrets.token_urlsafe(24) if self.config.orcid.openid else None
+        url = self.client.authorize_url(redirect_uri=redirect_uri, state=state, nonce=nonce, prefill=prefill, lang=lang)
+        return HopStart(url=url, state=state, nonce=nonce)
+
+    def claim_callback(self, state: str, expires_at: datetime) -> bool:
+        """True the first time a callback for this OAuth state is processed, False on replay."""
+        digest = hashlib.sha256(state.encode()).hexdigest()
+        return self.store.consume_once(f"state:{digest}", expires_at)
+
+    def complete_hop(
+        self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None
+    ) -> Link:
+        """Exchange the code (once), verify, and store the link with its tokens."""
+        grant = self.client.exchange_code(code, redirect_uri, nonce=nonce)
+        return self.store_grant(user_key, grant, session_id=session_id)
+
+    def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None) -> Link:
+        tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
+        link = self.store.link(
+            user_key,
+            grant.orcid,
+            tokens,
+            name=grant.name,
+            amr=grant.amr,
+            environment=self.environment,
+            session_id=session_id,
+        )
+        self.store.clear_decision(user_key)
+        return link
+
+    def record_decline(self, user_key: str, decision: str = "not_now", *, session_id: str | None = None) -> None:
+        until = None
+        if decision == "not_now":
+            until = self.clock() + timedelta(seconds=self.config.decline.not_now_seconds)
+        self.store.record_decision(user_key, decision, until, session_id=session_id)
+
+    # --- administration -------------------------------------------------------------
+    def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
+        """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
+        link, tokens = self.store.unlink(user_key, reason=reason)
+        if tokens is not None:
+            for token in filter(None, (tokens.access_token, tokens.refresh_token)):
+                try:
+                    self.client.revoke(token)
+                except OrcidError as exc:
+                    self.store.audit("revoke_failed", user_key=user_key, orcid=str(link.orcid), error=exc.code)
+                    log.warning("could not revoke a token at ORCID for an unlinked user: %s", exc.code)
+        return link
+
+
+__all__ = ["OrcidLinkService", "HopStart", "NotFound", "utcnow"]
