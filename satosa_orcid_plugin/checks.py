@@ -1,0 +1,102 @@
+"""``satosa-orcid check-config``: load a proxy_conf.yaml as SATOSA does and list every problem."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import parse_config
+from .config_files import PLUGIN_MODULES, load_yaml
+from .errors import ConfigError
+
+RESERVED_STATE_KEYS = {"SATOSA_BASE", "ROUTER", "SESSION_ID", "CONSENT"}
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _module_entries(conf: Any, key: str) -> list[dict[str, Any]]:
+    out = []
+    for item in conf.get(key) or []:
+        if isinstance(item, str):
+            try:
+                item = load_yaml(Path(item))
+            except ConfigError:
+                continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
+
+
+def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    warnings: list[str] = []
+    path = path.resolve()
+    if not path.is_file():
+        return [f"{path}: no such file"], []
+    with _cwd(path.parent):
+        try:
+            from satosa.satosa_config import SATOSAConfig
+
+            conf = SATOSAConfig(str(path))
+        except Exception as exc:  # SATOSA raises plain exceptions for config errors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return [f"{path.name}: SATOSA cannot load it: {first[:300]}"], []
+
+        attrs = (conf.get("INTERNAL_ATTRIBUTES") or {}).get("attributes", {})
+        micro = _module_entries(conf, "MICRO_SERVICES")
+        backends = _module_entries(conf, "BACKEND_MODULES")
+        frontends = _module_entries(conf, "FRONTEND_MODULES")
+        names = [m.get("name") for m in micro]
+        for n in {n for n in names if names.count(n) > 1}:
+            problems.append(f"MICRO_SERVICES: name {n!r} is used twice (SATOSA silently drops one's endpoints)")
+        plugins = [m for m in micro if m.get("module") in PLUGIN_MODULES]
+        if not plugins:
+            problems.append("MICRO_SERVICES: no satosa_orcid_plugin.OrcidConnect entry")
+        plugin_names = {str(b.get("name")) for b in backends + frontends}
+        for m in plugins:
+            name = str(m.get("name"))
+            where = f"MICRO_SERVICES[{name}]"
+            if name in plugin_names or name in RESERVED_STATE_KEYS:
+                problems.append(f"{where}.name: {name!r} clashes with a frontend/backend or a SATOSA state key")
+            try:
+                cfg = parse_config(m.get("config"))
+            except ConfigError as exc:
+                problems.append(f"{where}.config.{exc.key}: {exc.problem}")
+                continue
+            orcid_attr = attrs.get(cfg.orcid_attribute)
+            if orcid_attr is None:
+                problems.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}: missing "
+                                "(add saml: [eduPersonOrcid] and openid: [eduperson_orcid])")
+            else:
+                saml = orcid_attr.get("saml") or []
+                if any(str(n).startswith("urn:oid:") for n in saml):
+                    problems.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.saml: use the friendly "
+                                    "name eduPersonOrcid; the urn:oid form is silently dropped by SATOSA")
+                elif "eduPersonOrcid" not in saml:
+                    warnings.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.saml: eduPersonOrcid not listed")
+                if not orcid_attr.get("openid"):
+                    warnings.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.openid: not set, OIDC "
+                                    "clients will not receive the iD (use eduperson_orcid)")
+            if cfg.user_key_attribute not in attrs:
+                problems.append(f"{where}.config.user_key_attribute: {cfg.user_key_attribute!r} is not an internal attribute")
+            for f in frontends:
+                if "openid_connect" in str(f.get("module", "")).lower():
+                    scopes = ((f.get("config") or {}).get("provider") or {}).get("extra_scopes") or {}
+                    claim = (orcid_attr or {}).get("openid", [None])[0]
+                    if claim and not any(claim in (v or []) for v in scopes.values()):
+                        warnings.append(f"FRONTEND_MODULES[{f.get('name')}].config.provider.extra_scopes: no scope "
+                                        f"releases {claim!r} (add orcid: [{claim}])")
+        if conf.get("COOKIE_HTTPONLY") is not True:
+            warnings.append("COOKIE_HTTPONLY: set it to true (SATOSA's default leaves the state cookie readable by scripts)")
+        if conf.get("COOKIE_SECURE", True) is not True:
+            warnings.append("COOKIE_SECURE: should be true in production (HTTPS)")
+    return problems, warnings

@@ -1,0 +1,292 @@
+"""``satosa-orcid``: the admin command line. A thin click shell over the service and store."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import ConfigError, OrcidPluginError
+
+ENV_DATABASE_URL = "SATOSA_ORCID_DATABASE_URL"
+ENV_TOKEN_KEYS = "SATOSA_ORCID_TOKEN_KEYS"
+
+
+class Ctx:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._service = None
+        self._store = None
+
+    def plugin_config(self):
+        from .config_files import load_plugin_config
+
+        path = self.config_path or os.environ.get("SATOSA_ORCID_CONFIG")
+        if not path:
+            raise click.UsageError("give --config PATH (a proxy_conf.yaml or the micro-service YAML)")
+        return load_plugin_config(path)
+
+    def store(self):
+        """The store from --config, or from SATOSA_ORCID_DATABASE_URL + SATOSA_ORCID_TOKEN_KEYS."""
+        if self._store is None:
+            from .store import Store
+            from .tokens import TokenCipher
+
+            if self.config_path or os.environ.get("SATOSA_ORCID_CONFIG"):
+                settings = self.plugin_config().store
+                url, keys, secret = settings.database_url, settings.token_keys, settings.user_key_secret
+            else:
+                url = os.environ.get(ENV_DATABASE_URL)
+                keys = tuple(k for k in os.environ.get(ENV_TOKEN_KEYS, "").replace(",", " ").split() if k)
+                secret = os.environ.get("SATOSA_ORCID_USER_KEY_SECRET")
+                if not url:
+                    raise click.UsageError(f"give --config PATH or set {ENV_DATABASE_URL}")
+                if not keys:
+                    raise click.UsageError(f"set {ENV_TOKEN_KEYS} (Fernet keys, newest first)")
+            self._store = Store.from_url(url, TokenCipher.from_keys(keys), user_key_secret=secret.encode() if secret else None,
+                                         instance="cli")
+        return self._store
+
+    def service(self):
+        if self._service is None:
+            from .orcid_client import OrcidClient
+            from .service import OrcidLinkService
+
+            config = self.plugin_config()
+            self._service = OrcidLinkService(config, OrcidClient(config.orcid), self.store())
+        return self._service
+
+
+def _fail(message: str) -> None:
+    click.echo(f"satosa-orcid: {message}", err=True)
+    sys.exit(1)
+
+
+def _link_dict(link: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(link):
+        value = getattr(link, f.name)
+        if isinstance(value, datetime):
+            value = value.astimezone(timezone.utc).isoformat()
+        elif isinstance(value, tuple):
+            value = " ".join(value)
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        out[f.name] = value
+    if getattr(link, "orcid", None) is not None:
+        out["orcid_uri"] = link.orcid.uri
+    return out
+
+
+class Group(click.Group):
+    """Turns the plugin's own errors into one line on stderr and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OrcidPluginError as exc:
+            _fail(exc.message)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="proxy_conf.yaml or the OrcidConnect micro-service YAML (or SATOSA_ORCID_CONFIG).")
+@click.version_option(package_name="satosa-orcid-plugin")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Administer the SATOSA ORCID plugin: links, keys, database, config, demo."""
+    ctx.obj = Ctx(config_path)
+
+
+# --- links ---------------------------------------------------------------------------
+@main.group(cls=Group)
+def links() -> None:
+    """List, show, unlink and export researcher links."""
+
+
+@links.command("list")
+@click.option("--status", type=click.Choice(["active", "revoked", "unlinked"]), default=None)
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_obj
+def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
+    """List links, newest first."""
+    rows = [_link_dict(l) for l in obj.store().list_links(status=status, limit=limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['user_key']}\t{r['orcid_uri']}\t{r['status']}\t{r.get('updated_at', '')}")
+
+
+@links.command("show")
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def links_show(obj: Ctx, user: str, as_json: bool) -> None:
+    """Show USER's link and its audit trail (never a token)."""
+    link = obj.store().get_link(user)
+    if link is None:
+        _fail(f"no link for user {user!r}")
+    data = _link_dict(link)
+    data["audit"] = obj.store().audit_events(user_key=user, limit=20)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for k, v in data.items():
+        if k != "audit":
+            click.echo(f"{k}: {v}")
+    for event in data["audit"]:
+        click.echo(f"  {event.get('at')} {event.get('event')}")
+
+
+@links.command("unlink")
+@click.argument("user")
+@click.option("--reason", default="admin", show_default=True)
+@click.pass_obj
+def links_unlink(obj: Ctx, user: str, reason: str) -> None:
+    """Unlink USER, revoking the tokens at ORCID."""
+    from .errors import NotFound
+
+    try:
+        link = obj.service().unlink(user, reason=reason)
+    except NotFound:
+        _fail(f"no active link for user {user!r}")
+    click.echo(f"unlinked {user} ({link.orcid.uri})")
+
+
+@links.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--status", type=click.Choice(["active", "revoked", "unlinked"]), default=None)
+@click.pass_obj
+def links_export(obj: Ctx, fmt: str, status: str | None) -> None:
+    """Export every link (no tokens) as CSV or JSON on stdout."""
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = obj.store().list_links(status=status, limit=1000, offset=offset)
+        rows.extend(_link_dict(l) for l in page)
+        if len(page) < 1000:
+            break
+        offset += 1000
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    fields = ["user_key", "orcid", "orcid_uri", "status", "environment", "name", "amr", "scopes", "created_at", "updated_at"]
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats(obj: Ctx, as_json: bool) -> None:
+    """Counts: linked, revoked, declined, links in the last day."""
+    data = obj.store().stats(datetime.now(timezone.utc))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for k, v in data.items():
+            click.echo(f"{k}: {v}")
+
+
+# --- database and keys ---------------------------------------------------------------
+@main.group(cls=Group)
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Ctx) -> None:
+    """Apply schema migrations (run before starting new proxy versions on PostgreSQL)."""
+    obj.store().upgrade()
+    click.echo("database schema is up to date")
+
+
+@main.group(cls=Group)
+def keys() -> None:
+    """Token encryption keys."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key (put it first in token_keys, keep the old ones after it)."""
+    from .tokens import TokenCipher
+
+    click.echo(TokenCipher.generate_key())
+
+
+@keys.command("rotate")
+@click.pass_obj
+def keys_rotate(obj: Ctx) -> None:
+    """Re-encrypt every stored token under the newest key."""
+    n = obj.store().rotate_keys()
+    click.echo(f"re-encrypted {n} token rows under the newest key")
+
+
+# --- config --------------------------------------------------------------------------
+@main.command("check-config")
+@click.argument("path", type=click.Path(dir_okay=False))
+def check_config(path: str) -> None:
+    """Load PATH (proxy_conf.yaml) as SATOSA does and report every problem with its key path."""
+    from .checks import check_proxy_config
+
+    problems, warnings = check_proxy_config(Path(path))
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    for p in problems:
+        click.echo(f"error: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{path}: OK")
+
+
+# --- devstack ------------------------------------------------------------------------
+@main.command()
+@click.option("--once", is_flag=True, help="Run one scripted login, print the SP's attributes as JSON, exit.")
+@click.option("--root", type=click.Path(file_okay=False), default="demo-data", show_default=True,
+              help="Where keys, metadata and the SQLite file are generated.")
+@click.option("--port-base", type=int, default=None, help="Use consecutive ports from here.")
+@click.option("--journey", type=click.Choice(["login", "connect"]), default="login", show_default=True)
+def demo(once: bool, root: str, port_base: int | None, journey: str) -> None:
+    """Run the whole stack on loopback: ORCID emulator, demo IdP, proxy (gunicorn), demo SP."""
+    from .devstack import demo as demo_mod
+
+    argv = ["--root", root, "--journey", journey]
+    if once:
+        argv.append("--once")
+    if port_base is not None:
+        argv += ["--port-base", str(port_base)]
+    sys.exit(demo_mod.main(argv))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--issuer", default=None, help="Public base URL (default http://HOST:PORT).")
+@click.option("--clients", "clients_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON list of client registrations (or ORCID_EMULATOR_CLIENTS).")
+def emulator(host: str, port: int, issuer: str | None, clients_file: str | None) -> None:
+    """Serve the offline ORCID emulator (loopback only by default)."""
+    from werkzeug.serving import run_simple
+
+    os.environ["ORCID_EMULATOR_ISSUER"] = issuer or f"http://{host}:{port}"
+    if clients_file:
+        os.environ["ORCID_EMULATOR_CLIENTS"] = Path(clients_file).read_text()
+    from .devstack.emulator import make_app_from_env
+
+    app = make_app_from_env()
+    click.echo(f"ORCID emulator on {os.environ['ORCID_EMULATOR_ISSUER']}", err=True)
+    run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,68 @@
+"""Find the plugin's configuration in a ``proxy_conf.yaml`` or a micro-service YAML.
+
+Used by the CLI (``--config PATH``) and ``check-config``; the proxy itself receives the
+``config:`` block from SATOSA directly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import PluginConfig, parse_config
+from .errors import ConfigError
+
+PLUGIN_MODULES = ("satosa_orcid_plugin.OrcidConnect", "satosa_orcid_plugin.microservice.OrcidConnect")
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    name: str
+    raw: dict[str, Any]
+    source: str  # the file (and key path) it came from
+
+
+def load_yaml(path: Path) -> Any:
+    from satosa.yaml import YAMLError, load as satosa_yaml_load  # !ENV / !ENVFILE as SATOSA reads them
+
+    try:
+        return satosa_yaml_load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(str(path), f"cannot be read as YAML: {first}") from None
+
+
+def find_plugin_entries(path: str | os.PathLike[str]) -> list[PluginEntry]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "no such file")
+    doc = load_yaml(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(str(path), "must be a YAML mapping")
+    if "MICRO_SERVICES" in doc:
+        entries = []
+        for i, item in enumerate(doc.get("MICRO_SERVICES") or []):
+            where = f"{path}: MICRO_SERVICES[{i}]"
+            if isinstance(item, str):
+                item_path = Path(item)
+                if not item_path.is_absolute():
+                    # SATOSA opens these relative to its working directory; try that, then the file's folder.
+                    item_path = item_path if item_path.exists() else path.parent / item
+                where = str(item_path)
+                item = load_yaml(item_path) if item_path.is_file() else None
+                if item is None:
+                    raise ConfigError(f"{path}: MICRO_SERVICES[{i}]", f"file {item!s} not found")
+            if isinstance(item, dict) and item.get("module") in PLUGIN_MODULES:
+                entries.append(PluginEntry(str(item.get("name") or "orcid"), item.get("config") or {}, where))
+        if not entries:
+            raise ConfigError(f"{path}: MICRO_SERVICES", "has no satosa_orcid_plugin.OrcidConnect entry")
+        return entries
+    if doc.get("module") in PLUGIN_MODULES:
+        return [PluginEntry(str(doc.get("name") or "orcid"), doc.get("config") or {}, str(path))]
+    raise ConfigError(str(path), "is neither a proxy_conf.yaml with MICRO_SERVICES nor an OrcidConnect micro-service YAML")
+
+
+def load_plugin_config(path: str | os.PathLike[str]) -> PluginConfig:
+    entry = find_plugin_entries(path)[0]
+    return parse_config(entry.raw)
