@@ -1,0 +1,487 @@
+"""The link store, run the same way on SQLite and PostgreSQL (see tests/conftest.py)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from satosa_orcid_plugin.errors import ConfigError, LinkConflict, NotFound, StoreError
+from satosa_orcid_plugin.orcid_id import OrcidId, check_digit
+from satosa_orcid_plugin.store import VERSION_TABLE, Base, Store
+from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+ALICE, BOB = "alice@uni.example", "bob@uni.example"
+
+
+def orcid(n: int) -> OrcidId:
+    """The n-th checksum-valid test iD."""
+    base = f"0000000{n:08d}"
+    return OrcidId.parse(base + check_digit(base))
+
+
+def tokens(tag: str = "1", *, expires_in: int = 631138518) -> TokenSet:
+    return TokenSet.from_token_response(
+        {
+            "access_token": f"access-{tag}-6f1c2b",
+            "refresh_token": f"refresh-{tag}-9d8e7a",
+            "expires_in": expires_in,
+            "scope": "/authenticate /read-limited",
+        },
+        NOW,
+    )
+
+
+@pytest.fixture
+def make_store(database_url):
+    """Stores over the same database (e.g. with other keys); all migrated and disposed."""
+    made: list[Store] = []
+
+    def make(cipher: TokenCipher, **kwargs) -> Store:
+        store = Store.from_url(database_url, cipher, **kwargs)
+        store.upgrade()
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.dispose()
+
+
+@pytest.fixture
+def store(make_store, token_cipher) -> Store:
+    return make_store(token_cipher)
+
+
+def events(store: Store, user_key: str | None = None) -> list[str]:
+    """Audit event names, oldest first."""
+    return [e["event"] for e in reversed(store.audit_events(user_key))]
+
+
+# --- linking ---------------------------------------------------------------------------
+def test_link_then_fast_path_finds_it(store):
+    link = store.link(ALICE, orcid(1), tokens(), name="Alice A.", amr="mfa", session_id="s-1")
+
+    active = store.get_active_link(ALICE)
+    assert active == link
+    assert active.orcid == orcid(1) and active.orcid.uri == f"https://orcid.org/{orcid(1)}"
+    assert active.status == "active" and active.environment == "production"
+    assert active.scopes == ("/authenticate", "/read-limited")
+    assert (active.name, active.amr) == ("Alice A.", "mfa")
+    assert active.created_at.tzinfo is not None and active.created_at.utcoffset() == timedelta(0)
+    assert store.get_link(ALICE) == link
+    assert store.find_by_orcid(orcid(1)) == link
+    assert store.tokens_for(ALICE) == tokens()
+    assert store.get_active_link(BOB) is None and store.get_link(BOB) is None and store.tokens_for(BOB) is None
+    assert store.find_by_orcid(orcid(2)) is None
+
+    [audit] = store.audit_events(ALICE)
+    assert audit["event"] == "link" and audit["orcid"] == str(orcid(1)) and audit["session_id"] == "s-1"
+    assert re.fullmatch(r".+:\d+", audit["instance"])
+
+
+def test_sandbox_ids_live_in_their_own_environment(store):
+    sandbox_id = OrcidId.parse(f"https://sandbox.orcid.org/{orcid(1)}")
+    store.link(ALICE, sandbox_id, tokens())
+    store.link(BOB, orcid(1), tokens())  # same digits on production: no conflict
+
+    assert store.get_active_link(ALICE).environment == "sandbox"
+    assert store.get_active_link(ALICE).orcid.uri.startswith("https://sandbox.orcid.org/")
+    assert store.find_by_orcid(sandbox_id).user_key == ALICE
+    assert store.find_by_orcid(orcid(1)).user_key == BOB
+
+
+def test_linking_the_same_id_again_refreshes_tokens_only(store):
+    first = store.link(ALICE, orcid(1), tokens("old"))
+    again = store.link(ALICE, orcid(1), tokens("new"), name="Alice")
+
+    assert again.created_at == first.created_at
+    assert again.name == "Alice"
+    assert store.tokens_for(ALICE) == tokens("new")
+    assert len(store.list_links()) == 1
+    assert events(store, ALICE) == ["link", "relink"]
+
+    store.link(ALICE, orcid(1), None)  # no new tokens: keep the stored ones
+    assert store.tokens_for(ALICE) == tokens("new")
+
+
+def test_linking_another_id_replaces_the_old_link(store):
+    store.link(ALICE, orcid(1), tokens("one"))
+    store.link(ALICE, orcid(2), tokens("two"))
+
+    assert store.get_active_link(ALICE).orcid == orcid(2)
+    assert store.tokens_for(ALICE) == tokens("two")
+    assert [link.orcid for link in store.list_links(status="unlinked")] == [orcid(1)]
+    assert store.find_by_orcid(orcid(1)) is None
+    assert events(store, ALICE) == ["link", "switch"]
+    assert store.audit_events(ALICE)[0]["detail"]["previous"] == str(orcid(1))
+
+
+def test_an_id_held_by_another_user_is_refused_and_audited(store):
+    store.link(ALICE, orcid(1), tokens("alice"))
+
+    with pytest.raises(LinkConflict):
+        store.link(BOB, orcid(1), tokens("bob"), session_id="s-bob")
+
+    assert store.get_active_link(ALICE).orcid == orcid(1)
+    assert store.tokens_for(ALICE) == tokens("alice")
+    assert store.get_link(BOB) is None and store.tokens_for(BOB) is None
+    [conflict] = store.audit_events(BOB)
+    assert conflict["event"] == "conflict" and conflict["orcid"] == str(orcid(1))
+    assert conflict["session_id"] == "s-bob" and conflict["detail"]["held_by"] == ALICE
+
+
+def test_move_takes_the_id_from_the_other_user(store):
+    store.link(ALICE, orcid(1), tokens("alice"))
+
+    moved = store.link(BOB, orcid(1), tokens("bob"), on_conflict="move")
+
+    assert moved.user_key == BOB and store.get_active_link(BOB).orcid == orcid(1)
+    assert store.get_active_link(ALICE) is None and store.get_link(ALICE) is None
+    assert store.tokens_for(ALICE) is None and store.tokens_for(BOB) == tokens("bob")
+    assert store.find_by_orcid(orcid(1)).user_key == BOB
+    assert events(store, ALICE) == ["link", "moved"]
+    assert events(store, BOB) == ["link"]
+
+
+def test_unlink_returns_the_tokens_to_revoke_at_orcid(store):
+    store.link(ALICE, orcid(1), tokens())
+
+    link, returned = store.unlink(ALICE, reason="user request", session_id="s-2")
+
+    assert link.status == "unlinked" and link.orcid == orcid(1)
+    assert returned == tokens()
+    assert store.get_active_link(ALICE) is None and store.get_link(ALICE) is None
+    assert store.tokens_for(ALICE) is None
+    latest = store.audit_events(ALICE)[0]
+    assert latest["event"] == "unlink" and latest["detail"]["reason"] == "user request"
+    with pytest.raises(NotFound):
+        store.unlink(ALICE)
+    with pytest.raises(NotFound):
+        store.unlink(BOB)
+    # The iD is free again.
+    assert store.link(BOB, orcid(1), tokens()).status == "active"
+
+
+def test_revoked_link_stays_visible_but_is_not_released(store):
+    store.link(ALICE, orcid(1), tokens())
+
+    revoked = store.mark_revoked(ALICE, "401 invalid_token")
+
+    assert revoked.status == "revoked" and revoked.revoke_reason == "401 invalid_token"
+    assert revoked.revoked_at is not None
+    assert store.get_active_link(ALICE) is None
+    assert store.get_link(ALICE).status == "revoked"
+    assert store.tokens_for(ALICE) is None
+    assert store.mark_revoked(ALICE, "again") is None
+    assert events(store, ALICE) == ["link", "revoke"]
+
+    relinked = store.link(ALICE, orcid(1), tokens("fresh"))
+    assert relinked.status == "active" and store.tokens_for(ALICE) == tokens("fresh")
+    assert store.get_link(ALICE) == relinked
+
+
+def test_a_revoked_link_can_be_unlinked(store):
+    store.link(ALICE, orcid(1), tokens())
+    store.mark_revoked(ALICE, "401")
+
+    link, returned = store.unlink(ALICE)
+
+    assert link.status == "unlinked" and returned is None
+    assert store.get_link(ALICE) is None
+
+
+def test_bad_arguments_are_rejected_before_touching_the_database(store):
+    with pytest.raises(ValueError):
+        store.link(ALICE, orcid(1), tokens(), on_conflict="steal")
+    with pytest.raises(ValueError):
+        store.link(ALICE, orcid(1), tokens(), environment="staging")
+    with pytest.raises(ValueError):
+        store.record_decision(ALICE, "maybe", None)
+    with pytest.raises(ValueError):
+        store.record_decision(ALICE, "not_now", None)
+    with pytest.raises(ValueError):
+        store.decision_for(ALICE, datetime(2025, 1, 1))  # naive
+    assert store.list_links() == []
+
+
+# --- decisions -------------------------------------------------------------------------
+def test_not_now_lasts_until_its_time_and_never_lasts(store):
+    store.record_decision(ALICE, "not_now", NOW + timedelta(days=7), session_id="s-3")
+    store.record_decision(BOB, "never", None)
+
+    assert store.decision_for(ALICE, NOW) == "not_now"
+    assert store.decision_for(ALICE, NOW + timedelta(days=7)) is None
+    assert store.decision_for(BOB, NOW + timedelta(days=3650)) == "never"
+    assert store.decision_for("carol", NOW) is None
+    stats = store.stats(NOW)
+    assert (stats["declined_not_now"], stats["declined_never"]) == (1, 1)
+    assert store.stats(NOW + timedelta(days=8))["declined_not_now"] == 0
+    assert store.audit_events(ALICE)[0]["event"] == "decline"
+
+    store.record_decision(ALICE, "never", None)  # a later answer replaces the earlier one
+    assert store.decision_for(ALICE, NOW) == "never"
+    store.clear_decision(ALICE)
+    assert store.decision_for(ALICE, NOW) is None
+
+
+def test_linking_clears_a_decision(store):
+    store.record_decision(ALICE, "never", None)
+    store.link(ALICE, orcid(1), tokens())
+    assert store.decision_for(ALICE, NOW) is None
+
+
+def test_stats_count_links_by_state(store):
+    store.link(ALICE, orcid(1), tokens())
+    store.link(BOB, orcid(2), tokens())
+    store.link("carol", orcid(3), tokens())
+    store.mark_revoked(BOB, "401")
+    store.unlink("carol")
+
+    stats = store.stats(datetime.now(timezone.utc))
+
+    assert stats == {
+        "linked": 1, "revoked": 1, "unlinked": 1,
+        "declined_not_now": 0, "declined_never": 0, "links_last_day": 3,
+    }
+    assert store.stats(datetime.now(timezone.utc) + timedelta(days=2))["links_last_day"] == 0
+    assert [link.user_key for link in store.list_links(limit=2)] == ["carol", BOB]
+    assert [link.user_key for link in store.list_links(limit=2, offset=2)] == [ALICE]
+
+
+# --- audit -----------------------------------------------------------------------------
+def test_audit_never_keeps_secrets(store):
+    store.audit("login_hop", user_key=ALICE, orcid=orcid(1), session_id="s-4",
+                requester="https://sp.example", code="the-auth-code", access_token="tok")
+
+    [event] = store.audit_events(ALICE)
+    assert event["event"] == "login_hop" and event["session_id"] == "s-4"
+    assert event["detail"]["requester"] == "https://sp.example"
+    assert event["detail"]["code"] == event["detail"]["access_token"] == "<redacted>"
+    assert "the-auth-code" not in str(store.audit_events())
+
+
+# --- keys ------------------------------------------------------------------------------
+def test_key_rotation_keeps_old_tokens_readable_then_retires_the_old_key(make_store):
+    old_key, new_key = TokenCipher.generate_key(), TokenCipher.generate_key()
+    before = make_store(TokenCipher.from_keys([old_key]))
+    for n in range(5):
+        before.link(f"user{n}", orcid(n), tokens(str(n)))
+
+    # Step 1: deploy the new key in front; old ciphertext still decrypts.
+    both = make_store(TokenCipher.from_keys([new_key, old_key]))
+    assert both.tokens_for("user3") == tokens("3")
+    both.link("user9", orcid(9), tokens("9"))  # written under the new key already
+
+    # Step 2: rotate. Rows already under the new key are not rewritten.
+    assert both.rotate_keys(batch_size=2) == 5
+    assert both.rotate_keys() == 0
+    assert "keys_rotated" in events(both)
+
+    # Step 3: drop the old key; every row decrypts with the new key alone.
+    only_new = make_store(TokenCipher.from_keys([new_key]))
+    for n in (*range(5), 9):
+        assert only_new.tokens_for(f"user{n}") == tokens(str(n))
+
+    with pytest.raises(StoreError, match="cannot be decrypted") as raised:
+        make_store(TokenCipher.from_keys([old_key])).tokens_for("user1")
+    assert "gAAAA" not in str(raised.value)  # no Fernet ciphertext in the message
+
+
+def test_unlink_works_even_when_tokens_cannot_be_decrypted(make_store):
+    make_store(TokenCipher.from_keys([TokenCipher.generate_key()])).link(ALICE, orcid(1), tokens())
+    lost_key = make_store(TokenCipher.from_keys([TokenCipher.generate_key()]))
+
+    link, returned = lost_key.unlink(ALICE)
+
+    assert link.status == "unlinked" and returned is None
+
+
+# --- user keys -------------------------------------------------------------------------
+def test_hashed_user_keys_never_reach_the_database(make_store, token_cipher):
+    store = make_store(token_cipher, user_key_secret=b"pepper-1")
+    link = store.link(ALICE, orcid(1), tokens())
+    store.record_decision(BOB, "never", None)
+
+    assert re.fullmatch(r"[0-9a-f]{64}", link.user_key)
+    assert store.get_active_link(ALICE) == link
+    assert store.tokens_for(ALICE) == tokens()
+    assert store.decision_for(BOB, NOW) == "never"
+    assert [e["event"] for e in store.audit_events(ALICE)] == ["link"]
+    with store.engine.connect() as conn:
+        stored = {
+            value
+            for table in ("orcid_links", "orcid_decisions", "orcid_audit")
+            for value in conn.execute(sa.text(f"SELECT user_key FROM {table}")).scalars()
+        }
+    assert ALICE not in stored and BOB not in stored
+
+    other_secret = make_store(token_cipher, user_key_secret=b"pepper-2")
+    assert other_secret.get_active_link(ALICE) is None
+
+
+def test_sqlite_file_holds_no_token_in_clear(sqlite_url, tmp_path, token_cipher):
+    store = Store.from_url(sqlite_url, token_cipher)
+    store.upgrade()
+    store.link(ALICE, orcid(1), tokens("secret"))
+    store.link(BOB, orcid(2), tokens("other"))
+    store.unlink(BOB)
+    store.dispose()
+
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("orcid.sqlite*"))
+    assert str(orcid(1)).encode() in data  # we are reading the right file
+    for value in (*vars(tokens("secret")).values(), *vars(tokens("other")).values()):
+        if isinstance(value, str) and value.startswith(("access-", "refresh-")):
+            assert value.encode() not in data
+
+
+# --- concurrency -----------------------------------------------------------------------
+def _race(n_threads: int, call) -> list[BaseException]:
+    """Run call(i) on n threads released at the same moment; return what they raised."""
+    barrier = threading.Barrier(n_threads)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            call(i)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return errors
+
+
+def _active_per_user(store: Store) -> Counter:
+    return Counter(link.user_key for link in store.list_links(status="active", limit=1000))
+
+
+@pytest.mark.parametrize("same_id", [True, False], ids=["same-id", "different-ids"])
+def test_sixteen_threads_linking_one_user_leave_one_active_link(store, same_id):
+    errors = _race(16, lambda i: store.link(ALICE, orcid(1 if same_id else i + 1), tokens(str(i))))
+
+    assert errors == []
+    assert _active_per_user(store) == {ALICE: 1}
+    active = store.get_active_link(ALICE)
+    assert store.tokens_for(ALICE) is not None
+    assert store.find_by_orcid(active.orcid) == active
+
+
+def test_sixteen_users_racing_for_one_id_get_one_winner(store):
+    errors = _race(16, lambda i: store.link(f"user{i}", orcid(1), tokens(str(i))))
+
+    assert all(isinstance(e, LinkConflict) for e in errors), errors
+    assert len(errors) == 15
+    assert sum(_active_per_user(store).values()) == 1
+    assert len([e for e in store.audit_events(limit=100) if e["event"] == "conflict"]) == 15
+
+
+def test_sixteen_users_linking_their_own_ids_all_succeed(store):
+    errors = _race(16, lambda i: store.link(f"user{i}", orcid(i + 1), tokens(str(i))))
+
+    assert errors == []
+    assert _active_per_user(store) == {f"user{i}": 1 for i in range(16)}
+
+
+# --- schema and engine -----------------------------------------------------------------
+def test_migrations_match_the_models(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}), Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_from_several_processes_at_once(sqlite_url, token_cipher):
+    script = (
+        "import sys\n"
+        "from satosa_orcid_plugin.store import Store\n"
+        "from satosa_orcid_plugin.tokens import TokenCipher\n"
+        "Store.from_url(sys.argv[1], TokenCipher.from_keys([TokenCipher.generate_key()])).upgrade()\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, sqlite_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert [code for code, _ in results] == [0, 0, 0, 0], results
+
+    store = Store.from_url(sqlite_url, token_cipher)
+    store.upgrade()
+    assert store.link(ALICE, orcid(1), tokens()).status == "active"
+    store.dispose()
+
+
+def test_store_health_and_repr_hide_the_password(token_cipher):
+    store = Store.from_url("postgresql+psycopg://orcid:s3cret@127.0.0.1:1/orcid", token_cipher)
+    assert "s3cret" not in repr(store) and "***" in repr(store)
+    assert store.health() is False
+    with pytest.raises(StoreError):
+        store.get_active_link(ALICE)
+    store.dispose()
+
+
+def test_store_health_when_up(store):
+    assert store.health() is True
+
+
+def test_unsupported_database_url_is_a_config_error(token_cipher):
+    with pytest.raises(ConfigError):
+        Store.from_url("mysql://localhost/orcid", token_cipher)
+
+
+# --- tokens ----------------------------------------------------------------------------
+def test_token_set_never_shows_its_values():
+    t = tokens("shown")
+    assert "access-shown" not in repr(t) and "refresh-shown" not in str(t)
+    assert t.expires_at == NOW + timedelta(seconds=631138518)
+    assert not t.is_expired(NOW)
+    short = tokens(expires_in=599)
+    assert not short.is_expired(NOW + timedelta(seconds=500))
+    assert short.is_expired(NOW + timedelta(seconds=540))  # inside the 60 s leeway
+
+
+def test_token_cipher_from_env_and_file(monkeypatch, tmp_path):
+    new, old = TokenCipher.generate_key(), TokenCipher.generate_key()
+    ciphertext = TokenCipher.from_keys([old]).encrypt("x")
+
+    monkeypatch.setenv("SATOSA_ORCID_TOKEN_KEYS", f"{new}, {old}")
+    from_env = TokenCipher.from_env()
+    assert from_env.decrypt(ciphertext) == "x"
+    assert TokenCipher.from_keys([new]).decrypt(from_env.rotate(ciphertext)) == "x"
+    assert new not in repr(from_env) and old not in repr(from_env)
+
+    key_file = tmp_path / "keys"
+    key_file.write_text(f"# newest first\n{new}\n\n{old}\n")
+    assert TokenCipher.from_file(key_file).decrypt(ciphertext) == "x"
+
+    monkeypatch.delenv("SATOSA_ORCID_TOKEN_KEYS")
+    with pytest.raises(ConfigError):
+        TokenCipher.from_env()
+    with pytest.raises(ConfigError) as bad:
+        TokenCipher.from_keys(["not-a-key"])
+    assert "not-a-key" not in str(bad.value)
+
+
+def test_a_callback_state_is_consumed_once_across_the_whole_store(store):
+    soon = datetime.now(timezone.utc) + timedelta(minutes=10)
+    assert store.consume_once("state:abc", soon) is True
+    assert store.consume_once("state:abc", soon) is False
+    assert store.consume_once("state:other", soon) is True
+
+
+def test_an_expired_marker_no_longer_blocks(store):
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    assert store.consume_once("state:old", past) is True
+    assert store.consume_once("state:old", datetime.now(timezone.utc) + timedelta(minutes=1)) is True
