@@ -35,6 +35,7 @@ ENVIRONMENTS = {
 PUBLIC_SCOPES = {"openid", "/authenticate", "/read-public"}
 MEMBER_SCOPES = {"/read-limited", "/activities/update", "/person/update"}
 ON_ERROR = ("continue", "fail")
+MODES = ("ask", "require", "never")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DEFAULT_ORCID_REQUESTERS = ("https://orcid.org/saml2/sp/1",)
@@ -106,13 +107,28 @@ class DeclineSettings:
 
 
 @dataclass(frozen=True)
+class InterstitialSettings:
+    enabled: bool = True
+    institution: str = "Your institution"
+    templates_dir: str | None = None
+    service_names: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectSettings:
+    marker_ttl_seconds: int = 900
+    pending_ttl_seconds: int = 3600
+    cookie_secure: bool = True
+
+
+@dataclass(frozen=True)
 class PluginConfig:
     orcid: OrcidSettings
     store: StoreSettings
     user_key_attribute: str
     orcid_attribute: str = "edupersonorcid"
-    trigger_always: bool = True
-    trigger_requesters: frozenset[str] = frozenset()
+    default_mode: str = "ask"
+    requester_modes: Mapping[str, str] = field(default_factory=dict)
     on_error: str = "continue"
     prefill: Mapping[str, str] = field(default_factory=dict)
     decline: DeclineSettings = DeclineSettings()
@@ -120,9 +136,21 @@ class PluginConfig:
     orcid_requesters: tuple[str, ...] = DEFAULT_ORCID_REQUESTERS
     redirect_base: str | None = None
     trusted_orcid_issuers: frozenset[str] = frozenset()
+    interstitial: InterstitialSettings = InterstitialSettings()
+    connect: ConnectSettings = ConnectSettings()
 
-    def should_hop_for(self, requester: str | None) -> bool:
-        return self.trigger_always or (requester in self.trigger_requesters)
+    def mode_for(self, requester: str | None, *, requested: bool = False) -> str:
+        """``ask``, ``require`` or ``never`` for this SP / OIDC client.
+
+        An SP that asked for the attribute itself (AuthnRequest / OIDC claims, seen by the
+        OrcidRequestHint request micro-service) counts as ``ask`` unless configured otherwise.
+        """
+        mode = self.requester_modes.get(requester or "")
+        if mode:
+            return mode
+        if requested and self.default_mode == "never":
+            return "ask"
+        return self.default_mode
 
 
 # --- parsing helpers ------------------------------------------------------------------
@@ -291,17 +319,12 @@ def parse_config(raw: Any) -> PluginConfig:
     root = _Section(
         raw,
         "",
-        {"orcid", "store", "user_key_attribute", "orcid_attribute", "trigger", "on_error", "prefill", "decline", "flow_ttl", "orcid_requesters", "redirect_base", "trusted_orcid_issuers"},
+        {"orcid", "store", "user_key_attribute", "orcid_attribute", "trigger", "on_error", "prefill", "decline", "flow_ttl", "orcid_requesters", "redirect_base", "trusted_orcid_issuers",
+         "policy", "interstitial", "connect", "affiliations"},
     )
     orcid = _parse_orcid(root)
     store = _parse_store(root)
-    trigger = root.data.get("trigger", "always")
-    if trigger == "always":
-        always, requesters = True, frozenset()
-    elif isinstance(trigger, (list, tuple)) and all(isinstance(x, str) and x for x in trigger):
-        always, requesters = False, frozenset(trigger)
-    else:
-        raise ConfigError("trigger", "must be 'always' or a list of requester entity IDs / client ids")
+    default_mode, modes = _parse_policy(root)
     prefill = root.section("prefill", {"given_names", "family_names", "email"})
     d = root.section("decline", {"not_now"})
     return PluginConfig(
@@ -309,8 +332,8 @@ def parse_config(raw: Any) -> PluginConfig:
         store=store,
         user_key_attribute=root.str("user_key_attribute", required=True).lower(),
         orcid_attribute=root.str("orcid_attribute", "edupersonorcid").lower(),
-        trigger_always=always,
-        trigger_requesters=requesters,
+        default_mode=default_mode,
+        requester_modes=modes,
         on_error=root.choice("on_error", ON_ERROR, default="continue"),
         prefill={k: prefill.str(k).lower() for k in ("given_names", "family_names", "email") if prefill.has(k)},
         decline=DeclineSettings(not_now_seconds=d.duration("not_now", 30 * 86400)),
@@ -322,4 +345,58 @@ def parse_config(raw: Any) -> PluginConfig:
             else None
         ),
         trusted_orcid_issuers=frozenset(root.list("trusted_orcid_issuers")),
+        interstitial=_parse_interstitial(root),
+        connect=_parse_connect(root),
+    )
+
+
+def _parse_policy(root: _Section) -> tuple[str, dict[str, str]]:
+    """``trigger: always | [ids]`` (shorthand) or ``policy: {default, requesters: {id: mode}}``."""
+    if "trigger" in root.data and "policy" in root.data:
+        raise ConfigError("trigger", "use either trigger or policy, not both")
+    if "policy" in root.data:
+        p = root.section("policy", {"default", "requesters"})
+        default = p.choice("default", MODES, default="ask")
+        raw = p.data.get("requesters") or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(p.key("requesters"), "must map requester entity IDs / client ids to ask, require or never")
+        modes = {}
+        for requester, mode in raw.items():
+            if mode not in MODES:
+                raise ConfigError(f"{p.key('requesters')}.{requester}", f"must be one of {', '.join(MODES)}")
+            modes[str(requester)] = mode
+        return default, modes
+    trigger = root.data.get("trigger", "always")
+    if trigger == "always":
+        return "ask", {}
+    if isinstance(trigger, (list, tuple)) and trigger and all(isinstance(x, str) and x for x in trigger):
+        return "never", {str(x): "ask" for x in trigger}
+    raise ConfigError("trigger", "must be 'always' or a list of requester entity IDs / client ids")
+
+
+def _parse_interstitial(root: _Section) -> InterstitialSettings:
+    raw = root.data.get("interstitial")
+    if isinstance(raw, bool):
+        return InterstitialSettings(enabled=raw)
+    s = root.section("interstitial", {"enabled", "institution", "templates_dir", "service_names"})
+    names = s.data.get("service_names") or {}
+    if not isinstance(names, Mapping) or not all(isinstance(v, str) for v in names.values()):
+        raise ConfigError(s.key("service_names"), "must map requester ids to display names")
+    templates_dir = s.str("templates_dir")
+    if templates_dir and not __import__("os").path.isdir(templates_dir):
+        raise ConfigError(s.key("templates_dir"), "is not a directory")
+    return InterstitialSettings(
+        enabled=s.bool("enabled", True),
+        institution=s.str("institution", "Your institution"),
+        templates_dir=templates_dir,
+        service_names={str(k): v for k, v in names.items()},
+    )
+
+
+def _parse_connect(root: _Section) -> ConnectSettings:
+    s = root.section("connect", {"marker_ttl", "pending_ttl", "cookie_secure"})
+    return ConnectSettings(
+        marker_ttl_seconds=s.duration("marker_ttl", 900),
+        pending_ttl_seconds=s.duration("pending_ttl", 3600),
+        cookie_secure=s.bool("cookie_secure", True),
     )

@@ -19,6 +19,11 @@ class Decision:
     action: Action
     reason: str
     orcid: OrcidId | None = None
+    mode: str = "ask"  # ask | require | never, for this requester
+
+    @property
+    def required(self) -> bool:
+        return self.mode == "require"
 
 
 def decide(
@@ -29,24 +34,29 @@ def decide(
     linked: OrcidId | None,
     declined: str | None,
     asserted: OrcidId | None = None,
+    requested: bool = False,
 ) -> Decision:
     """Decide for one login.
 
     ``linked`` is the iD of the user's active link, ``declined`` the user's standing
-    decision (``not_now``/``never``) and ``asserted`` a verified iD a trusted upstream
-    IdP already released.
+    decision (``not_now``/``never``), ``asserted`` a verified iD a trusted upstream IdP
+    already released, and ``requested`` whether the SP's own request asked for the iD.
+
+    A ``require`` service hops even for a user who said "not now": without the iD there is
+    no login to that service.
     """
     if requester and requester in config.orcid_requesters:
         # The user is signing in to ORCID itself: never send them to ORCID mid-login.
-        return Decision(Action.SKIP, "orcid_signin")
+        return Decision(Action.SKIP, "orcid_signin", mode="never")
+    mode = config.mode_for(requester, requested=requested)
     if linked is not None:
-        return Decision(Action.RELEASE, "linked", linked)
+        return Decision(Action.RELEASE, "linked", linked, mode)
     if asserted is not None:
-        return Decision(Action.RELEASE, "asserted_by_trusted_idp", asserted)
+        return Decision(Action.RELEASE, "asserted_by_trusted_idp", asserted, mode)
     if not user_key:
-        return Decision(Action.SKIP, "no_user_key")
-    if not config.should_hop_for(requester):
-        return Decision(Action.SKIP, "not_triggered")
-    if declined:
-        return Decision(Action.SKIP, f"declined_{declined}")
-    return Decision(Action.HOP, "not_linked")
+        return Decision(Action.SKIP, "no_user_key", mode=mode)
+    if mode == "never":
+        return Decision(Action.SKIP, "not_triggered", mode=mode)
+    if declined and mode != "require":
+        return Decision(Action.SKIP, f"declined_{declined}", mode=mode)
+    return Decision(Action.HOP, "not_linked", mode=mode)

@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Mapping
 
 from .config import PluginConfig
-from .errors import NotFound, OrcidError
+from .errors import ConnectMismatch, MissingFlowState, NotFound, OrcidError, StateMismatch
 from .orcid_client import Grant, OrcidClient
 from .orcid_id import OrcidId
+from .pending import Pending, PendingLinks
 from .policy import Decision, decide
 from .store import Link, Store
 from .tokens import TokenCipher, TokenSet
@@ -46,6 +47,7 @@ class OrcidLinkService:
         self.client = client
         self.store = store
         self.clock = clock
+        self.pending = PendingLinks(store)
 
     def __repr__(self) -> str:
         return f"OrcidLinkService({self.config.orcid!r}, {self.store!r})"
@@ -68,7 +70,7 @@ class OrcidLinkService:
 
     # --- login decisions ------------------------------------------------------------
     def decide(
-        self, user_key: str | None, requester: str | None, asserted: OrcidId | None = None
+        self, user_key: str | None, requester: str | None, asserted: OrcidId | None = None, *, requested: bool = False
     ) -> Decision:
         linked = declined = None
         if user_key:
@@ -78,7 +80,8 @@ class OrcidLinkService:
             if linked is None and asserted is None:
                 declined = self.store.decision_for(user_key, self.clock())
         return decide(
-            self.config, user_key=user_key, requester=requester, linked=linked, declined=declined, asserted=asserted
+            self.config, user_key=user_key, requester=requester, linked=linked, declined=declined, asserted=asserted,
+            requested=requested,
         )
 
     def start_hop(self, *, redirect_uri: str, prefill: Mapping[str, str] | None = None, lang: str | None = None) -> HopStart:
@@ -86,6 +89,11 @@ class OrcidLinkService:
         nonce = secrets.token_urlsafe(24) if self.config.orcid.openid else None
         url = self.client.authorize_url(redirect_uri=redirect_uri, state=state, nonce=nonce, prefill=prefill, lang=lang)
         return HopStart(url=url, state=state, nonce=nonce)
+
+    def hop_url(self, *, redirect_uri: str, state: str, nonce: str | None, prefill: Mapping[str, str] | None = None,
+                lang: str | None = None, scopes: tuple[str, ...] | None = None) -> str:
+        return self.client.authorize_url(redirect_uri=redirect_uri, state=state, nonce=nonce, prefill=prefill,
+                                         lang=lang, scopes=scopes)
 
     def claim_callback(self, state: str, expires_at: datetime) -> bool:
         """True the first time a callback for this OAuth state is processed, False on replay."""
@@ -98,6 +106,9 @@ class OrcidLinkService:
         """Exchange the code (once), verify, and store the link with its tokens."""
         grant = self.client.exchange_code(code, redirect_uri, nonce=nonce)
         return self.store_grant(user_key, grant, session_id=session_id)
+
+    def exchange(self, code: str, redirect_uri: str, *, nonce: str | None, require_id_token: bool | None = None) -> Grant:
+        return self.client.exchange_code(code, redirect_uri, nonce=nonce, require_id_token=require_id_token)
 
     def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None) -> Link:
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
@@ -118,6 +129,66 @@ class OrcidLinkService:
         if decision == "not_now":
             until = self.clock() + timedelta(seconds=self.config.decline.not_now_seconds)
         self.store.record_decision(user_key, decision, until, session_id=session_id)
+
+    # --- Institutional Connect ------------------------------------------------------
+    def connect_exchange(self, code: str, redirect_uri: str) -> Grant:
+        """Exchange ORCID's state-less connect code at once, and never twice."""
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        if not self.store.consume_once(f"code:{digest}", self.clock() + timedelta(hours=1)):
+            raise StateMismatch("this ORCID connect link was already used")
+        return self.client.exchange_code(code, redirect_uri, require_id_token=False)
+
+    def park(self, grant: Grant, *, verified: bool = False) -> str:
+        """Keep a grant whose institutional user is not known yet; returns the cookie handle."""
+        tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
+        return self.pending.create(grant.orcid, tokens, name=grant.name, amr=grant.amr,
+                                   ttl=self.config.connect.pending_ttl_seconds, verified=verified)
+
+    def verify_connect(self, handle: str, fresh: Grant) -> Pending:
+        """Bind only when the state-protected grant names the same iD as the state-less one.
+
+        On a match the surplus (state-less) token is revoked and the fresh one kept; on a
+        mismatch (a login-CSRF attempt, or another ORCID account signed in) both go.
+        """
+        pending = self.pending.get(handle)
+        if pending is None:
+            self._revoke_quietly(fresh.access_token)
+            raise MissingFlowState("the pending ORCID connection expired")
+        if fresh.orcid != pending.orcid:
+            self.pending.delete(handle)
+            self._revoke_quietly(fresh.access_token, pending.tokens.access_token)
+            self.store.audit("connect_mismatch", orcid=str(pending.orcid), presented=str(fresh.orcid))
+            raise ConnectMismatch()
+        self._revoke_quietly(pending.tokens.access_token)
+        tokens = TokenSet.from_token_response(fresh.token_response(), self.clock())
+        self.pending.mark_verified(handle, tokens)
+        return Pending(pending.orcid, True, tokens, fresh.name or pending.name, fresh.amr or pending.amr)
+
+    def finish_pending(self, handle: str, user_key: str, *, session_id: str | None = None) -> Link | None:
+        """Link a verified pending iD to the institutional user (single use)."""
+        pending = self.pending.take(handle)
+        if pending is None or not pending.verified:
+            return None
+        link = self.store.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
+                               environment=self.environment, session_id=session_id)
+        self.store.clear_decision(user_key)
+        return link
+
+    def pending_for(self, handle: str | None) -> Pending | None:
+        pending = self.pending.get(handle)
+        return pending if pending is not None and pending.verified else None
+
+    def discard_pending(self, handle: str | None) -> None:
+        pending = self.pending.take(handle)
+        if pending is not None:
+            self._revoke_quietly(pending.tokens.access_token)
+
+    def _revoke_quietly(self, *tokens: str) -> None:
+        for token in tokens:
+            try:
+                self.client.revoke(token)
+            except OrcidError as exc:
+                log.warning("could not revoke a surplus ORCID token: %s", exc.code)
 
     # --- administration -------------------------------------------------------------
     def unlink(self, user_key: str, *, reason: str = "admin") -> Link:

@@ -39,7 +39,8 @@ def test_minimal_config_gets_production_defaults():
     assert c.orcid.timeouts.as_tuple() == (3.0, 10.0)
     assert c.on_error == "continue"
     assert c.user_key_attribute == "edupersonprincipalname"
-    assert c.trigger_always and c.should_hop_for("any-sp")
+    assert c.mode_for("any-sp") == "ask"
+    assert c.interstitial.enabled
     assert c.orcid_requesters == ("https://orcid.org/saml2/sp/1",)
 
 
@@ -61,7 +62,16 @@ def test_string_values_from_env_tags_are_coerced():
 
 def test_trigger_list_of_requesters():
     c = parse_config(cfg(trigger=["https://sp.example.org/sp"]))
-    assert c.should_hop_for("https://sp.example.org/sp") and not c.should_hop_for("https://other/sp")
+    assert c.mode_for("https://sp.example.org/sp") == "ask" and c.mode_for("https://other/sp") == "never"
+
+
+def test_policy_per_requester_and_sp_requests():
+    c = parse_config(cfg(policy={"default": "never", "requesters": {"https://a/sp": "require", "oidc-rp": "ask"}}))
+    assert c.mode_for("https://a/sp") == "require"
+    assert c.mode_for("oidc-rp") == "ask"
+    assert c.mode_for("https://other/sp") == "never"
+    # an SP whose request asks for eduPersonOrcid counts as ask
+    assert c.mode_for("https://other/sp", requested=True) == "ask"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +95,11 @@ def test_trigger_list_of_requesters():
         ({"store__token_keys": ...}, "store.token_keys"),
         ({"store__token_keys": "not-a-fernet-key"}, "store.token_keys"),
         ({"decline": {"not_now": "a while"}}, "decline.not_now"),
+        ({"policy": {"default": "sometimes"}}, "policy.default"),
+        ({"policy": {"requesters": {"https://a/sp": "maybe"}}}, "policy.requesters.https://a/sp"),
+        ({"policy": {"default": "ask"}, "trigger": "always"}, "trigger"),
+        ({"interstitial": {"templates_dir": "/nonexistent/dir"}}, "interstitial.templates_dir"),
+        ({"connect": {"marker_ttl": "soon"}}, "connect.marker_ttl"),
     ],
 )
 def test_bad_config_names_the_key_and_never_the_secret(changes, key):
