@@ -143,3 +143,45 @@ class NotFound(StoreError, LookupError):
 
     code = "not_found"
     retryable = False
+
+
+# --- the member API (affiliations) ----------------------------------------------------
+class OrcidApiError(OrcidError):
+    """ORCID's member API refused a request (an error body with response-code and error-code)."""
+
+    code = "orcid_api_error"
+
+    def __init__(self, status: int, error_code: int | None = None, developer_message: str = "") -> None:
+        self.status = status
+        self.error_code = error_code
+        self.developer_message = developer_message
+        label = f"HTTP {status}" + (f", error {error_code}" if error_code is not None else "")
+        super().__init__(f"ORCID answered {label}" + (f": {developer_message}" if developer_message else ""))
+
+
+class OrcidValidationError(OrcidApiError, ValueError):
+    """ORCID rejected the item we sent (400, e.g. 9045 unknown organisation, 9060 no city/country)."""
+
+    code = "orcid_validation_error"
+
+
+class DuplicateItem(OrcidApiError):
+    """ORCID already holds this item from us (409, matched by our ``self`` external id)."""
+
+    code = "orcid_duplicate_item"
+
+    def __init__(self, status: int, error_code: int | None, developer_message: str, put_code: int) -> None:
+        self.put_code = put_code
+        super().__init__(status, error_code, developer_message)
+
+
+class ConnectMismatch(FlowError):
+    """The ORCID account signed in now is not the one that sent the connect code."""
+
+    code = "connect_mismatch"
+
+
+class CallbackReplayed(FlowError):
+    """This ORCID callback was already processed."""
+
+    code = "callback_replayed"

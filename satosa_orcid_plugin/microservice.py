@@ -45,6 +45,7 @@ from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
 from .errors import (
     BadCallback,
+    CallbackReplayed,
     ConfigError,
     InvalidOrcidId,
     LinkConflict,
@@ -199,6 +200,11 @@ class OrcidConnect(ResponseMicroService):
                                              nonce=saved.get("nonce"), session_id=sid)
         except UserDenied:
             return self._declined(context, data, saved, "not_now")
+        except CallbackReplayed:
+            self._log(context, logging.WARNING, f"replayed ORCID callback refused (ref {reference})")
+            return self._error_page(context, reference, "This link was already used",
+                                    "This sign-in step was already completed. Please start again from the service.",
+                                    "400 Bad Request")
         except LinkConflict as exc:
             self._log(context, logging.WARNING, "ORCID iD already linked to another user")
             return self._after_error(context, data, saved, exc, reference)
@@ -223,7 +229,7 @@ class OrcidConnect(ResponseMicroService):
         if not code:
             raise BadCallback()
         if not self.service.claim_callback(saved["state"], datetime.fromtimestamp(saved["exp"], timezone.utc)):
-            raise StateMismatch("this ORCID callback was already used")
+            raise CallbackReplayed()
         return code
 
     # --- the interstitial's buttons -------------------------------------------------

@@ -1,0 +1,246 @@
+"""Journey 1 through SATOSA's real WSGI app built from the real proxy_conf/, with the
+demo SP and IdP as real pysaml2 objects and the ORCID emulator on loopback."""
+from __future__ import annotations
+
+import copy
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from bs4 import BeautifulSoup
+from conftest import html_form_fields, path_and_query
+from satosa.proxy_server import make_app
+from werkzeug.test import Client
+
+JOSIAH = "https://orcid.org/0000-0002-1825-0097"
+ORCID_OID = "urn:oid:1.3.6.1.4.1.5923.1.1.1.16"
+
+
+def plugin_config(satosa_config) -> dict:
+    return next(m for m in satosa_config["MICRO_SERVICES"] if m["name"] == "orcid")["config"]
+
+
+def app_with(satosa_config, **changes) -> Client:
+    """The proxy with the plugin config changed (e.g. on_error=fail)."""
+    config = copy.deepcopy(satosa_config)
+    plugin_config(config).update(changes)
+    return Client(make_app(config))
+
+
+def to_orcid(client, response) -> str:
+    """From the proxy's answer to the IdP response, through the interstitial, to ORCID."""
+    assert response.status_code == 200, response.status
+    page = response.get_data(as_text=True)
+    assert "Connect your ORCID iD" in page
+    action, fields = html_form_fields(page)
+    answer = client.post(path_and_query(action), data={**fields, "choice": "connect"})
+    assert answer.status_code == 302, answer.status
+    return answer.headers["Location"]
+
+
+def stored_link(demo_layout, user="alice@demo.example.org"):
+    from satosa_orcid_plugin.store import Store
+    from satosa_orcid_plugin.tokens import TokenCipher
+
+    env = demo_layout.env()
+    store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
+    try:
+        return store.get_active_link(user)
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def hop(satosa_app, demo_sp, start_login, idp_respond):
+    """Run a login up to the ORCID authorize URL; returns it."""
+
+    def hop(client=satosa_app, user="alice"):
+        start_login(client, demo_sp)
+        return to_orcid(client, idp_respond(client, user))
+
+    return hop
+
+
+def test_first_login_hops_once_and_the_sp_receives_the_verified_id(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, follow_callback, sp_receive, orcid_emulator,
+    start_login, idp_respond,
+):
+    authorize = hop()
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["redirect_uri"] == [demo_layout.orcid_callback_url]
+    assert query["state"][0] and query["nonce"][0] and query["scope"] == ["openid"]
+    released = sp_receive(follow_callback(satosa_app, orcid_consent(authorize)), demo_sp)
+    assert released.attributes["eduPersonOrcid"] == [JOSIAH]
+    assert released.attribute_names["eduPersonOrcid"] == ORCID_OID
+    assert released.attributes["eduPersonPrincipalName"] == ["alice@demo.example.org"]
+    assert str(stored_link(demo_layout).orcid) == "0000-0002-1825-0097"
+
+    # the next login releases the stored iD with no ORCID round trip at all
+    orcid_emulator.requests.clear()
+    start_login(satosa_app, demo_sp)
+    released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)
+    assert released.attributes["eduPersonOrcid"] == [JOSIAH]
+    assert orcid_emulator.requests == []
+
+
+def test_deny_at_orcid_continues_without_the_attribute_and_is_remembered(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, follow_callback, sp_receive, start_login, idp_respond,
+):
+    released = sp_receive(follow_callback(satosa_app, orcid_consent(hop(), action="Deny access")), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes
+    assert released.attributes["eduPersonPrincipalName"] == ["alice@demo.example.org"]
+    assert stored_link(demo_layout) is None
+    # "not now": the next login goes straight through, without the interstitial
+    start_login(satosa_app, demo_sp)
+    released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes
+
+
+@pytest.mark.parametrize("choice", ["not_now", "never"])
+def test_interstitial_not_now_and_never_skip_orcid(
+    satosa_app, demo_sp, start_login, idp_respond, sp_receive, choice, orcid_emulator,
+):
+    start_login(satosa_app, demo_sp)
+    page = idp_respond(satosa_app, "alice").get_data(as_text=True)
+    action, fields = html_form_fields(page)
+    released = sp_receive(satosa_app.post(path_and_query(action), data={**fields, "choice": choice}), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes
+    start_login(satosa_app, demo_sp)
+    released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)  # not asked again
+    assert "eduPersonOrcid" not in released.attributes
+    assert orcid_emulator.requests == []
+
+
+def test_interstitial_speaks_the_browsers_language_and_passes_it_to_orcid(
+    satosa_app, demo_sp, start_login, demo_idp,
+):
+    request = start_login(satosa_app, demo_sp)
+    destination, fields = demo_idp.respond(request.saml_request, request.relay_state, request.binding, "alice",
+                                           sigalg=request.sigalg, signature=request.signature)
+    response = satosa_app.post(urlsplit(destination).path, data=fields, headers={"Accept-Language": "de-DE,de;q=0.9"})
+    page = response.get_data(as_text=True)
+    soup = BeautifulSoup(page, "html.parser")
+    assert soup.html["lang"] == "de"
+    assert "ORCID iD verbinden" in page
+    for button in soup.find_all("button"):
+        assert button.get_text(strip=True)  # every button has a visible label
+    assert "http" not in "".join(str(t) for t in soup.find_all(["link", "script", "img"]))  # no external assets
+    action, fields = html_form_fields(page)
+    authorize = satosa_app.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
+    assert parse_qs(urlsplit(authorize).query)["lang"] == ["de"]
+
+
+def test_tampered_state_continues_without_the_attribute(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, follow_callback, sp_receive,
+):
+    callback = orcid_consent(hop())
+    parts = urlsplit(callback)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query["state"] = query["state"][:-2] + "xx"
+    released = sp_receive(satosa_app.get(f"{parts.path}?{urlencode(query)}"), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes
+    assert stored_link(demo_layout) is None
+
+
+def test_tampered_state_fails_back_to_the_sp_under_on_error_fail(
+    satosa_config, demo_sp, demo_layout, orcid_consent, start_login, idp_respond,
+):
+    client = app_with(satosa_config, on_error="fail")
+    start_login(client, demo_sp)
+    callback = orcid_consent(to_orcid(client, idp_respond(client, "alice")))
+    response = client.get(path_and_query(callback).replace("state=", "state=x"))
+    assert response.status_code == 200
+    action, fields = html_form_fields(response.get_data(as_text=True))
+    assert action == demo_layout.sp_acs_url
+    with pytest.raises(Exception) as info:  # pysaml2 raises the SAML status as an exception
+        demo_sp.parse_response(fields["SAMLResponse"])
+    assert type(info.value).__name__.startswith("Status")
+    assert stored_link(demo_layout) is None
+
+
+def test_replayed_callback_is_refused_and_the_tokens_survive(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, follow_callback, sp_receive, orcid_emulator,
+):
+    authorize = hop()
+    callback = orcid_consent(authorize)
+    old_cookie = satosa_app.get_cookie("SATOSA_STATE")
+    assert old_cookie is not None
+    assert sp_receive(follow_callback(satosa_app, callback), demo_sp).attributes["eduPersonOrcid"] == [JOSIAH]
+    # an attacker (or a back button) presents the same callback with the old state cookie
+    attacker = Client(satosa_app.application)
+    attacker.set_cookie(old_cookie.key, old_cookie.value, domain=old_cookie.domain or "localhost")
+    response = attacker.get(path_and_query(callback))
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "already used" in page and BeautifulSoup(page, "html.parser").find(id="reference").get_text()
+    # the code was not presented twice, so ORCID did not revoke the tokens
+    assert len([r for r in orcid_emulator.requests if r.path == "/oauth/token"]) == 1
+    assert orcid_emulator.tokens(orcid="0000-0002-1825-0097")  # still active
+    assert str(stored_link(demo_layout).orcid) == "0000-0002-1825-0097"
+
+
+def test_callback_without_a_state_cookie_gets_a_page_with_a_reference(
+    satosa_app, hop, orcid_consent, demo_layout,
+):
+    callback = orcid_consent(hop())
+    stranger = Client(satosa_app.application)
+    response = stranger.get(path_and_query(callback))
+    assert response.status_code == 400
+    soup = BeautifulSoup(response.get_data(as_text=True), "html.parser")
+    assert "expired" in soup.h1.get_text()
+    assert len(soup.find(id="reference").get_text()) == 36
+    assert stored_link(demo_layout) is None
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_callback_answers_only_get(satosa_app, method):
+    # (SATOSA itself fails on a body-less POST without Content-Type before routing; send one)
+    response = satosa_app.open("/orcid/callback?code=abc&state=x", method=method, data={"a": "b"})
+    assert response.status_code == 405 and response.headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ({"kind": "status", "status": 500}, "orcid_unavailable"),
+        ({"kind": "status", "status": 503}, "orcid_unavailable"),
+        ({"kind": "malformed"}, "orcid_bad_response"),
+        ({"kind": "status", "status": 200, "body": "<html>down</html>", "content_type": "text/html"}, "orcid_bad_response"),
+        ({"kind": "drop"}, "orcid_unavailable"),
+        ({"kind": "delay", "seconds": 12}, "orcid_unavailable"),
+        ({"kind": "bad_signature"}, "invalid_id_token"),
+        ({"kind": "wrong_aud"}, "invalid_id_token"),
+        ({"kind": "wrong_iss"}, "invalid_id_token"),
+        ({"kind": "expired"}, "invalid_id_token"),
+        ({"kind": "sub_mismatch"}, "invalid_id_token"),
+        ({"kind": "unknown_kid"}, "invalid_id_token"),
+        ({"kind": "wrong_nonce"}, "invalid_id_token"),
+    ],
+)
+def test_each_orcid_fault_continues_the_login_without_storing_anything(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, follow_callback, sp_receive, orcid_emulator, caplog,
+    fault, reason,
+):
+    callback = orcid_consent(hop())
+    orcid_emulator.faults.add(endpoint="token", **fault)
+    released = sp_receive(follow_callback(satosa_app, callback), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes
+    assert released.attributes["eduPersonPrincipalName"] == ["alice@demo.example.org"]
+    assert stored_link(demo_layout) is None
+    assert any(f"ORCID hop failed: {reason}" in r.getMessage() for r in caplog.records)
+
+
+def test_an_upstream_eduPersonOrcid_is_not_released_unless_that_idp_is_trusted(
+    satosa_app, demo_sp, start_login, idp_respond, monkeypatch, sp_receive,
+):
+    from satosa_orcid_plugin.devstack import demo_idp as idp_module
+
+    real = idp_module.demo_user_attributes
+    # the institutional IdP asserts an iD nobody verified: it must not reach the SP
+    monkeypatch.setattr(idp_module, "demo_user_attributes",
+                        lambda user: {**real(user), "eduPersonOrcid": ["https://orcid.org/0000-0001-5109-3700"]})
+    start_login(satosa_app, demo_sp)
+    page = idp_respond(satosa_app, "alice").get_data(as_text=True)
+    assert "Connect your ORCID iD" in page  # not linked: it asks instead of trusting the IdP
+    action, fields = html_form_fields(page)
+    released = sp_receive(satosa_app.post(path_and_query(action), data={**fields, "choice": "not_now"}), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes
