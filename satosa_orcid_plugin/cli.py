@@ -161,6 +161,32 @@ def links_unlink(obj: Ctx, user: str, reason: str) -> None:
     click.echo(f"unlinked {user} ({link.orcid.uri})")
 
 
+@links.command("check")
+@click.argument("user", required=False)
+@click.option("--all", "check_all", is_flag=True, help="Check every active link (one ORCID call each).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def links_check(obj: Ctx, user: str | None, check_all: bool, as_json: bool) -> None:
+    """Ask ORCID whether USER's access still works; marks links the researcher revoked."""
+    if bool(user) == check_all:
+        raise click.UsageError("give USER or --all")
+    service = obj.service()
+    if user:
+        users = [user]
+    else:
+        if service.store.user_key_secret_set:
+            _fail("--all cannot be used with hashed user keys; give USER")
+        users = [l.user_key for l in service.store.list_links(status="active", limit=100000)]
+    results = {u: service.check_link(u) for u in users}
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for u, r in results.items():
+            click.echo(f"{u}\t{r}")
+    if user and results[user] == "no_link":
+        sys.exit(1)
+
+
 @links.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--status", type=click.Choice(["active", "revoked", "unlinked"]), default=None)

@@ -191,6 +191,28 @@ class OrcidLinkService:
                 log.warning("could not revoke a surplus ORCID token: %s", exc.code)
 
     # --- administration -------------------------------------------------------------
+    def check_link(self, user_key: str) -> str:
+        """Ask ORCID whether the user's token still works; a 401 marks the link revoked.
+
+        Returns ``active``, ``revoked`` (just found out), ``no_link`` or ``unknown`` (ORCID
+        could not be asked; nothing changes).
+        """
+        from .errors import TokenRevoked
+
+        tokens = self.store.tokens_for(user_key)
+        if tokens is None:
+            return "no_link"
+        try:
+            self.client.userinfo(tokens.access_token)
+        except TokenRevoked:
+            self.store.mark_revoked(user_key, "invalid_token")
+            return "revoked"
+        except OrcidError as exc:
+            log.warning("could not check a link at ORCID: %s", exc.code)
+            return "unknown"
+        return "active"
+
+
     def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
         """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
         link, tokens = self.store.unlink(user_key, reason=reason)

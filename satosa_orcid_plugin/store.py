@@ -363,6 +363,11 @@ class Store:
         # Computed late: gunicorn forks workers after the store is built.
         return self._instance or f"{socket.gethostname()}:{os.getpid()}"
 
+    @property
+    def user_key_secret_set(self) -> bool:
+        """True when user keys are stored as HMACs (so stored keys cannot be used as input)."""
+        return self._secret is not None
+
     def stored_user_key(self, user_key: str) -> str:
         """The key as it appears in the database (and in ``Link.user_key``)."""
         if not isinstance(user_key, str) or not user_key:
@@ -551,6 +556,7 @@ class Store:
         environment: str | None = None,
         on_conflict: str = "refuse",
         session_id: str | None = None,
+        extra: Callable[[Session, LinkRow], None] | None = None,
     ) -> Link:
         """Make ``orcid`` the user's active iD, in one transaction.
 
@@ -560,7 +566,8 @@ class Store:
           ``on_conflict="move"`` the other user's link becomes ``unlinked`` (audit ``moved``).
 
         A recorded "not now"/"never" decision of the user is cleared. ``environment`` defaults
-        to the iD's (``orcid.sandbox``).
+        to the iD's (``orcid.sandbox``). ``extra(session, link_row)`` runs in the same
+        transaction after the link row is written (e.g. to queue affiliation outbox rows).
         """
         if on_conflict not in ("refuse", "move"):
             raise ValueError(f"on_conflict must be 'refuse' or 'move', not {on_conflict!r}")
@@ -572,7 +579,7 @@ class Store:
             try:
                 with self._session(write=True, raw_integrity=True) as session:
                     self._lock(session, key, f"{env}:{orcid.value}")
-                    return self._link_in(session, key, orcid, env, tokens, name, amr, on_conflict, session_id)
+                    return self._link_in(session, key, orcid, env, tokens, name, amr, on_conflict, session_id, extra)
             except _Conflict as conflict:
                 with self._session(write=True) as session:
                     self._audit_row(
@@ -598,6 +605,7 @@ class Store:
         amr: str | None,
         on_conflict: str,
         session_id: str | None,
+        extra: Callable[[Session, LinkRow], None] | None = None,
     ) -> Link:
         now = self._now()
         mine = session.scalar(sa.select(LinkRow).where(LinkRow.user_key == key, _IS_ACTIVE))
@@ -641,6 +649,9 @@ class Store:
         detail["scopes"] = row.scopes
         self._audit_row(session, event, user_key=key, orcid=orcid, session_id=session_id, detail=detail)
         session.flush()
+        if extra is not None:
+            extra(session, row)
+            session.flush()
         return _to_link(row)
 
     def mark_revoked(self, user_key: str, reason: str, session_id: str | None = None) -> Link | None:
@@ -851,3 +862,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# The affiliation outbox and the rate-limit bucket live in their own modules; importing them
+# here registers their tables on Base.metadata (alembic autogenerate, schema checks).
+from . import outbox as _outbox, ratelimit as _ratelimit  # noqa: E402,F401

@@ -1,0 +1,173 @@
+"""The admin CLI over a real store and the emulator: what an operator types and reads."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from cryptography.fernet import Fernet
+
+from satosa_orcid_plugin.cli import main
+from satosa_orcid_plugin.config_files import load_plugin_config
+from satosa_orcid_plugin.devstack.emulator import ClientRegistration, Emulator, serve_in_thread
+from satosa_orcid_plugin.service import OrcidLinkService
+
+REDIRECT = "https://proxy.example.org/orcid/callback"
+ALICE, BOB = "alice@uni.example", "bob@uni.example"
+JOSIAH, SOFIA = "0000-0002-1825-0097", "0000-0001-5109-3700"
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    emu = Emulator("http://placeholder", [ClientRegistration("APP-CLI", "cli-secret", [REDIRECT])])
+    server = serve_in_thread(emu)
+    emu.issuer = server.url
+    yield emu
+    server.stop()
+
+
+@pytest.fixture
+def setup(tmp_path, emulator, database_url, monkeypatch):
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("CLI_TEST_SECRET", "cli-secret")
+    conf = tmp_path / "orcid.yaml"
+    conf.write_text(
+        "module: satosa_orcid_plugin.OrcidConnect\nname: orcid\nconfig:\n"
+        f"  orcid: {{environment: emulator, base_url: '{emulator.issuer}', client_id: APP-CLI, client_secret: !ENV CLI_TEST_SECRET}}\n"
+        "  user_key_attribute: edupersonprincipalname\n"
+        f"  store: {{database_url: '{database_url}', token_keys: '{key}'}}\n"
+    )
+    service = OrcidLinkService.from_config(load_plugin_config(conf))
+    service.store.upgrade()
+    for user, orcid in ((ALICE, JOSIAH), (BOB, SOFIA)):
+        code = emulator.issue_code_for("APP-CLI", orcid, ["openid"], REDIRECT, nonce="n")
+        service.complete_hop(user_key=user, code=code, redirect_uri=REDIRECT, nonce="n")
+    yield conf, service, key
+    service.store.dispose()
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result
+
+
+def test_links_list_json_and_show(setup):
+    conf, _, _ = setup
+    result = run("--config", str(conf), "links", "list", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    assert {(r["user_key"], r["orcid_uri"]) for r in rows} == {
+        (ALICE, f"https://orcid.org/{JOSIAH}"), (BOB, f"https://orcid.org/{SOFIA}")}
+    shown = json.loads(run("--config", str(conf), "links", "show", ALICE, "--json").output)
+    assert shown["status"] == "active" and shown["audit"][0]["event"] == "link"
+    assert "token" not in json.dumps(shown).replace("token_", "")
+
+
+def test_export_csv_has_no_tokens(setup):
+    conf, service, _ = setup
+    out = run("--config", str(conf), "links", "export", "--format", "csv").output
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted(r["orcid"] for r in rows) == sorted([JOSIAH, SOFIA])
+    tokens = service.store.tokens_for(ALICE)
+    assert tokens.access_token not in out and tokens.refresh_token not in out
+
+
+def test_unlink_revokes_at_orcid_and_is_audited(setup, emulator):
+    conf, service, _ = setup
+    tokens = service.store.tokens_for(ALICE)
+    result = run("--config", str(conf), "links", "unlink", ALICE)
+    assert result.exit_code == 0 and "unlinked" in result.output
+    assert service.store.get_active_link(ALICE) is None
+    assert not [t for t in emulator.tokens(orcid=JOSIAH) if t.access_token == tokens.access_token]
+    assert "unlink" in [e["event"] for e in service.store.audit_events(user_key=ALICE)]
+    again = run("--config", str(conf), "links", "unlink", ALICE)
+    assert again.exit_code == 1 and again.output.strip().startswith("satosa-orcid: no active link")
+
+
+def test_check_finds_a_revocation_done_at_orcid(setup, emulator):
+    conf, service, _ = setup
+    emulator.revoke_user_tokens(SOFIA)
+    result = run("--config", str(conf), "links", "check", BOB, "--json")
+    assert json.loads(result.output) == {BOB: "revoked"}
+    assert service.store.get_active_link(BOB) is None
+    assert service.store.get_link(BOB).status == "revoked"
+    assert json.loads(run("--config", str(conf), "links", "check", ALICE, "--json").output) == {ALICE: "active"}
+
+
+def test_stats_and_key_rotation(setup):
+    conf, service, old_key = setup
+    stats = json.loads(run("--config", str(conf), "stats", "--json").output)
+    assert stats["linked"] == 2
+    new_key = run("keys", "generate").output.strip()
+    text = conf.read_text().replace(f"token_keys: '{old_key}'", f"token_keys: '{new_key},{old_key}'")
+    conf.write_text(text)
+    result = run("--config", str(conf), "keys", "rotate")
+    assert result.exit_code == 0 and "re-encrypted 2" in result.output
+    # the old key can now go: everything reads with the new key alone
+    conf.write_text(text.replace(f"{new_key},{old_key}", new_key))
+    from satosa_orcid_plugin.store import Store
+    from satosa_orcid_plugin.tokens import TokenCipher
+
+    fresh = Store.from_url(service.store.engine.url.render_as_string(hide_password=False), TokenCipher.from_keys([new_key]))
+    assert fresh.tokens_for(ALICE) is not None
+    fresh.dispose()
+
+
+def test_errors_are_one_line_and_non_zero(tmp_path):
+    missing = run("--config", str(tmp_path / "nope.yaml"), "links", "list")
+    assert missing.exit_code == 1 and missing.output.count("\n") == 1 and "no such file" in missing.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("module: satosa_orcid_plugin.OrcidConnect\nname: orcid\nconfig:\n  orcid: {client_secret: hush}\n")
+    result = run("--config", str(bad), "links", "list")
+    assert result.exit_code == 1
+    assert result.output.strip() == "satosa-orcid: satosa-orcid config: orcid.client_id: is required"
+    assert "hush" not in result.output
+    usage = run("links", "list", env={"SATOSA_ORCID_DATABASE_URL": ""})
+    assert usage.exit_code == 2
+
+
+def test_check_config_accepts_the_shipped_proxy_conf(proxy_env_for_check):
+    result = run("check-config", str(proxy_env_for_check))
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+
+
+@pytest.fixture
+def proxy_env_for_check(tmp_path, monkeypatch):
+    from satosa_orcid_plugin.devstack.layout import DemoLayout, DemoPorts
+
+    layout = DemoLayout(tmp_path / "d", DemoPorts.free())
+    for k, v in layout.env().items():
+        monkeypatch.setenv(k, v)
+    return layout.proxy_conf_dir / "proxy_conf.yaml"
+
+
+def test_check_config_names_every_problem(tmp_path, proxy_env_for_check):
+    conf_dir = tmp_path / "conf"
+    import shutil
+
+    shutil.copytree(proxy_env_for_check.parent, conf_dir)
+    attrs = yaml.safe_load((conf_dir / "internal_attributes.yaml").read_text())
+    attrs["attributes"]["edupersonorcid"]["saml"] = ["urn:oid:1.3.6.1.4.1.5923.1.1.1.16"]
+    (conf_dir / "internal_attributes.yaml").write_text(yaml.safe_dump(attrs))
+    ms = conf_dir / "plugins" / "microservices" / "orcid.yaml"
+    ms.write_text(ms.read_text().replace("on_error: continue", "on_error: sometimes"))
+    result = run("check-config", str(conf_dir / "proxy_conf.yaml"))
+    assert result.exit_code == 1
+    assert "MICRO_SERVICES[orcid].config.on_error: must be one of continue, fail" in result.output
+    ms.write_text(ms.read_text().replace("on_error: sometimes", "on_error: continue"))
+    result = run("check-config", str(conf_dir / "proxy_conf.yaml"))
+    assert "edupersonorcid.saml: use the friendly name eduPersonOrcid" in result.output
+
+
+def test_console_script_help_works():
+    out = subprocess.run([str(Path(sys.executable).parent / "satosa-orcid"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for command in ("links", "keys", "db", "check-config", "demo", "emulator", "stats"):
+        assert command in out.stdout
