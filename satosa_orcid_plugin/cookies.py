@@ -16,6 +16,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAX_COOKIE_HEADER = 8192
+# SATOSA's _save_state drops every response header named exactly "Set-Cookie" and puts its
+# own state cookie in its place. Header names are case-insensitive (RFC 9110 section 5.1),
+# so ours travel as "set-cookie" and reach the browser next to SATOSA's.
+SET_COOKIE = "set-cookie"
 
 
 def _derive(key: str, purpose: bytes) -> Fernet:
@@ -64,12 +68,13 @@ def read_cookie(cookie_header: str | None, name: str) -> str | None:
     return morsel.value if morsel and morsel.value else None
 
 
-def set_cookie(name: str, value: str, *, path: str, max_age: int, secure: bool = True) -> tuple[str, str]:
-    parts = [f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
-    if secure:
+def set_cookie(name: str, value: str, *, path: str, max_age: int, secure: bool = True,
+               samesite: str = "Lax") -> tuple[str, str]:
+    parts = [f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly", f"SameSite={samesite}"]
+    if secure or samesite == "None":
         parts.append("Secure")
-    return ("Set-Cookie", "; ".join(parts))
+    return (SET_COOKIE, "; ".join(parts))
 
 
-def clear_cookie(name: str, *, path: str, secure: bool = True) -> tuple[str, str]:
-    return set_cookie(name, "", path=path, max_age=0, secure=secure)
+def clear_cookie(name: str, *, path: str, secure: bool = True, samesite: str = "Lax") -> tuple[str, str]:
+    return set_cookie(name, "", path=path, max_age=0, secure=secure, samesite=samesite)

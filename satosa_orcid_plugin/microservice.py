@@ -316,8 +316,9 @@ class OrcidConnect(ResponseMicroService):
             return self._page(pages.render("connected.html", self.config.interstitial.templates_dir, **ctx),
                               headers=[clear_cookie(self.marker_cookie, path=self.cookie_path, secure=self.secure)])
         self._log(context, logging.INFO, "Institutional Connect: verified, pending the next institutional login")
-        cookie = ("Set-Cookie", f"{self.pending_cookie}={handle}; Path=/; "
-                                f"Max-Age={self.config.connect.pending_ttl_seconds}; HttpOnly; Secure; SameSite=None")
+        # SameSite=None: it must reach the proxy on the IdP's cross-site POST of the next login.
+        cookie = set_cookie(self.pending_cookie, handle, path="/", max_age=self.config.connect.pending_ttl_seconds,
+                            samesite="None")
         return self._page(pages.render("pending.html", self.config.interstitial.templates_dir, **ctx), headers=[cookie])
 
     def _confirm(self, context: Context, reference: str) -> Any:
@@ -328,7 +329,7 @@ class OrcidConnect(ResponseMicroService):
                                     "We could not find the sign-in you started.", "400 Bad Request")
         del context.state[self.name]
         data = InternalData.from_dict(saved["flow"])
-        clear = clear_cookie(self.pending_cookie, path="/", secure=True)
+        clear = clear_cookie(self.pending_cookie, path="/", samesite="None")
         if self._param(params, "choice") != "yes":
             self.service.discard_pending(saved["pending"])
             self._log(context, logging.INFO, "pending ORCID connection refused by the user")
