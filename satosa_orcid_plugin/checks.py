@@ -95,8 +95,36 @@ def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
                     if claim and not any(claim in (v or []) for v in scopes.values()):
                         warnings.append(f"FRONTEND_MODULES[{f.get('name')}].config.provider.extra_scopes: no scope "
                                         f"releases {claim!r} (add orcid: [{claim}])")
+        warnings.extend(_orcid_identifier_warnings(frontends, attrs, plugins))
         if conf.get("COOKIE_HTTPONLY") is not True:
             warnings.append("COOKIE_HTTPONLY: set it to true (SATOSA's default leaves the state cookie readable by scripts)")
         if conf.get("COOKIE_SECURE", True) is not True:
             warnings.append("COOKIE_SECURE: should be true in production (HTTPS)")
     return problems, warnings
+
+
+STABLE_SAML_IDS = {"eduPersonUniqueId", "subject-id", "eduPersonTargetedID", "pairwise-id"}
+TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
+
+
+def _orcid_identifier_warnings(frontends: list[dict[str, Any]], attrs: dict[str, Any],
+                               plugins: list[dict[str, Any]]) -> list[str]:
+    """ORCID's institutional sign-in keys accounts on a persistent NameID, eduPersonUniqueId,
+    eduPersonTargetedID or subject-id (never transient NameIDs or ePPN), and refuses a later
+    sign-in whose value changed (orcid-facts.md section 6.1)."""
+    out = []
+    released = {name for a in attrs.values() for name in (a.get("saml") or [])}
+    for f in frontends:
+        if "saml2.SAMLFrontend" not in str(f.get("module", "")):
+            continue
+        idp = (((f.get("config") or {}).get("idp_config") or {}).get("service") or {}).get("idp") or {}
+        formats = idp.get("name_id_format") or []
+        formats = [formats] if isinstance(formats, str) else formats
+        if (not formats or formats[0] == TRANSIENT) and not (released & STABLE_SAML_IDS):
+            out.append(
+                f"FRONTEND_MODULES[{f.get('name')}].config.idp_config.service.idp.name_id_format: ORCID would "
+                "receive a transient NameID and no eduPersonUniqueId/subject-id, so its institutional sign-in "
+                "cannot recognise returning users; release a stable identifier to ORCID's SP "
+                f"({', '.join(sorted({r for p in plugins for r in (p.get('config') or {}).get('orcid_requesters') or ['https://orcid.org/saml2/sp/1']}))})"
+            )
+    return out

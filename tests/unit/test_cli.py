@@ -171,3 +171,21 @@ def test_console_script_help_works():
     assert out.returncode == 0
     for command in ("links", "keys", "db", "check-config", "demo", "emulator", "stats"):
         assert command in out.stdout
+
+
+def test_check_config_warns_when_orcid_would_get_only_a_transient_nameid(tmp_path, proxy_env_for_check):
+    import shutil
+
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(proxy_env_for_check.parent, conf_dir)
+    fe = conf_dir / "plugins" / "frontends" / "saml2_frontend.yaml"
+    text = fe.read_text()
+    persistent = "          - urn:oasis:names:tc:SAML:2.0:nameid-format:persistent\n"
+    assert persistent in text
+    fe.write_text(text.replace(persistent, ""))
+    attrs = yaml.safe_load((conf_dir / "internal_attributes.yaml").read_text())
+    for a in attrs["attributes"].values():
+        a["saml"] = [n for n in a.get("saml", []) if n not in ("eduPersonUniqueId", "subject-id", "pairwise-id")]
+    (conf_dir / "internal_attributes.yaml").write_text(yaml.safe_dump(attrs))
+    output = run("check-config", str(conf_dir / "proxy_conf.yaml")).output  # warnings go to stderr, shown here
+    assert "transient NameID" in output and "https://orcid.org/saml2/sp/1" in output
