@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,11 +26,14 @@ from urllib3.util.retry import Retry
 
 from .config import OrcidSettings
 from .errors import (
+    DuplicateItem,
     InvalidIdToken,
     InvalidOrcidId,
+    OrcidApiError,
     OrcidOAuthError,
     OrcidProtocolError,
     OrcidUnavailable,
+    OrcidValidationError,
     TokenRevoked,
 )
 from .orcid_id import OrcidId
@@ -64,6 +68,30 @@ class Grant:
             "expires_in": self.expires_in,
             "scope": " ".join(self.scope),
         }
+
+
+MEMBER_MEDIA_TYPE = "application/vnd.orcid+json"
+AFFILIATION_KINDS = ("employment", "education")
+_PUT_CODE_IN_409 = re.compile(r"put-code\s+(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AffiliationSummary:
+    """One employment/education summary from ``GET /v3.0/{orcid}/employments``."""
+
+    put_code: int
+    kind: str
+    source_client_id: str | None
+    external_ids: tuple[tuple[str, str, str], ...]  # (type, value, relationship)
+    organization: str | None = None
+    org_id: str | None = None
+    department: str | None = None
+    role: str | None = None
+    start: str | None = None
+    end: str | None = None
+
+    def has_self_id(self, value: str) -> bool:
+        return any(v == value and rel == "self" for _, v, rel in self.external_ids)
 
 
 class OrcidClient:
@@ -188,8 +216,17 @@ class OrcidClient:
         return f"{self.authorize_endpoint}?{urlencode(params, quote_via=_quote)}"
 
     # --- back channel ---------------------------------------------------------------
-    def exchange_code(self, code: str, redirect_uri: str, *, nonce: str | None = None) -> Grant:
-        """Exchange an authorization code once. Never retried, whatever happens."""
+    def exchange_code(
+        self, code: str, redirect_uri: str, *, nonce: str | None = None, require_id_token: bool | None = None
+    ) -> Grant:
+        """Exchange an authorization code once. Never retried, whatever happens.
+
+        With ``openid`` configured an id_token is required (``require_id_token=False`` for
+        the state-less Institutional Connect code, whose scopes ORCID chose): any id_token
+        present is verified all the same.
+        """
+        if require_id_token is None:
+            require_id_token = "openid" in self.settings.scopes
         form = {
             "client_id": self.settings.client_id,
             "client_secret": self.settings.client_secret,
@@ -210,10 +247,12 @@ class OrcidClient:
         granted = tuple(str(body.get("scope") or "").split())
         claims: Mapping[str, Any] = {}
         amr = None
-        if "openid" in self.settings.scopes:
-            id_token = body.get("id_token")
-            if not isinstance(id_token, str) or not id_token:
-                raise InvalidIdToken("openid was requested but the token response has no id_token")
+        id_token = body.get("id_token")
+        if require_id_token and (not isinstance(id_token, str) or not id_token):
+            raise InvalidIdToken("openid was requested but the token response has no id_token")
+        if id_token:
+            if not isinstance(id_token, str):
+                raise InvalidIdToken("id_token is not a string")
             claims = self.verify_id_token(id_token, nonce=nonce, orcid=orcid)
             amr = claims.get("amr") if isinstance(claims.get("amr"), str) else None
         expires_in = body.get("expires_in")
@@ -243,6 +282,101 @@ class OrcidClient:
         if response.status_code != 200:
             raise self._oauth_error("userinfo", response)
         return self._json("userinfo", response)
+
+    # --- member API v3.0: affiliations (orcid-facts §4) --------------------------------
+    def _member_url(self, orcid: OrcidId | str, kind: str, put_code: int | None = None, *, plural: bool = False) -> str:
+        if kind not in AFFILIATION_KINDS:
+            raise ValueError(f"kind must be one of {AFFILIATION_KINDS}, not {kind!r}")
+        value = orcid.value if isinstance(orcid, OrcidId) else OrcidId.parse(orcid).value
+        url = f"{self.settings.api_base_url}/v3.0/{value}/{kind}{'s' if plural else ''}"
+        return url if put_code is None else f"{url}/{int(put_code)}"
+
+    @staticmethod
+    def _member_headers(access_token: str, *, body: bool = False) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": MEMBER_MEDIA_TYPE}
+        if body:
+            headers["Content-Type"] = MEMBER_MEDIA_TYPE
+        return headers
+
+    def _member_error(self, endpoint: str, response: requests.Response) -> Exception:
+        """ORCID's error bodies as exceptions. ORCID echoes the token in some 401 bodies, so
+        only fixed text (never ``error_description``) goes into the 401 exception."""
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        if status == 401 and body.get("error") == "invalid_token":
+            return TokenRevoked("invalid_token", f"ORCID rejected the access token ({endpoint})", 401)
+        raw_code = body.get("error-code")
+        error_code = raw_code if isinstance(raw_code, int) else (int(raw_code) if str(raw_code or "").isdigit() else None)
+        message = str(body.get("developer-message") or body.get("error") or f"ORCID {endpoint} refused the request")[:300]
+        if status == 409:
+            m = _PUT_CODE_IN_409.search(message)
+            if m:
+                return DuplicateItem(status, error_code, message, int(m.group(1)))
+        if status == 400:
+            return OrcidValidationError(status, error_code, message)
+        return OrcidApiError(status, error_code, message)
+
+    def post_affiliation(self, orcid: OrcidId | str, kind: str, body: Mapping[str, Any], access_token: str) -> int:
+        """Create an employment/education item; returns its put-code (from ``Location``).
+        Never retried here: a retry is the caller's decision (it may already exist)."""
+        endpoint = f"{kind}.post"
+        response = self._request(endpoint, "POST", self._member_url(orcid, kind), data=json.dumps(body),
+                                 headers=self._member_headers(access_token, body=True))
+        if response.status_code != 201:
+            raise self._member_error(endpoint, response)
+        location = response.headers.get("Location", "")
+        tail = location.rstrip("/").rsplit("/", 1)[-1]
+        if not tail.isdigit():
+            raise OrcidProtocolError(f"ORCID {endpoint} answered 201 without a put-code in Location")
+        return int(tail)
+
+    def put_affiliation(
+        self, orcid: OrcidId | str, kind: str, put_code: int, body: Mapping[str, Any], access_token: str
+    ) -> dict[str, Any]:
+        """Replace an item we are the source of; ``body`` must carry the same ``put-code``."""
+        endpoint = f"{kind}.put"
+        response = self._request(endpoint, "PUT", self._member_url(orcid, kind, put_code), data=json.dumps(body),
+                                 headers=self._member_headers(access_token, body=True))
+        if response.status_code != 200:
+            raise self._member_error(endpoint, response)
+        return self._json(endpoint, response) if response.content else {}
+
+    def delete_affiliation(self, orcid: OrcidId | str, kind: str, put_code: int, access_token: str) -> None:
+        endpoint = f"{kind}.delete"
+        response = self._request(endpoint, "DELETE", self._member_url(orcid, kind, put_code),
+                                 headers=self._member_headers(access_token))
+        if response.status_code not in (200, 204):
+            raise self._member_error(endpoint, response)
+
+    def get_affiliation(self, orcid: OrcidId | str, kind: str, put_code: int, access_token: str) -> dict[str, Any]:
+        endpoint = f"{kind}.get"
+        response = self._request(endpoint, "GET", self._member_url(orcid, kind, put_code),
+                                 headers=self._member_headers(access_token))
+        if response.status_code != 200:
+            raise self._member_error(endpoint, response)
+        return self._json(endpoint, response)
+
+    def list_affiliations(self, orcid: OrcidId | str, kind: str, access_token: str) -> list[AffiliationSummary]:
+        """Every employment (or education) summary on the record, with its source client id."""
+        endpoint = f"{kind}s.get"
+        response = self._request(endpoint, "GET", self._member_url(orcid, kind, plural=True),
+                                 headers=self._member_headers(access_token))
+        if response.status_code != 200:
+            raise self._member_error(endpoint, response)
+        body = self._json(endpoint, response)
+        out = []
+        for group in body.get("affiliation-group") or []:
+            for wrapper in (group or {}).get("summaries") or []:
+                summary = (wrapper or {}).get(f"{kind}-summary")
+                if isinstance(summary, dict):
+                    parsed = _affiliation_summary(kind, summary)
+                    if parsed is not None:
+                        out.append(parsed)
+        return out
 
     # --- id_token -------------------------------------------------------------------
     def _signing_key(self, kid: str) -> jwt.PyJWK:
@@ -327,3 +461,44 @@ def _equal(a: str, b: str) -> bool:
     import hmac
 
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _value(node: Any) -> str | None:
+    if isinstance(node, dict):
+        node = node.get("value")
+    return node if isinstance(node, str) and node else None
+
+
+def _fuzzy_date(node: Any) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    parts = [_value(node.get(k)) for k in ("year", "month", "day")]
+    return "-".join(p for p in parts if p) or None
+
+
+def _affiliation_summary(kind: str, s: dict[str, Any]) -> AffiliationSummary | None:
+    try:
+        put_code = int(s.get("put-code"))
+    except (TypeError, ValueError):
+        return None
+    source = s.get("source") or {}
+    client = (source.get("source-client-id") or {}) if isinstance(source, dict) else {}
+    ext = ((s.get("external-ids") or {}).get("external-id") or []) if isinstance(s.get("external-ids"), dict) else []
+    ids = tuple(
+        (str(e.get("external-id-type") or ""), str(e.get("external-id-value") or ""), str(e.get("external-id-relationship") or ""))
+        for e in ext if isinstance(e, dict)
+    )
+    org = s.get("organization") or {}
+    disamb = org.get("disambiguated-organization") or {} if isinstance(org, dict) else {}
+    return AffiliationSummary(
+        put_code=put_code,
+        kind=kind,
+        source_client_id=client.get("path") if isinstance(client, dict) else None,
+        external_ids=ids,
+        organization=org.get("name") if isinstance(org, dict) else None,
+        org_id=disamb.get("disambiguated-organization-identifier") if isinstance(disamb, dict) else None,
+        department=s.get("department-name") if isinstance(s.get("department-name"), str) else None,
+        role=s.get("role-title") if isinstance(s.get("role-title"), str) else None,
+        start=_fuzzy_date(s.get("start-date")),
+        end=_fuzzy_date(s.get("end-date")),
+    )

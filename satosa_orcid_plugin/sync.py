@@ -1,0 +1,381 @@
+"""The affiliation worker: drains the outbox into ORCID records through the member API.
+
+``SyncWorker.run_once()`` processes every due item once (``satosa-orcid sync run --once``);
+``run_forever(stop_event)`` loops around it (``satosa-orcid sync run``). Any number of workers
+on any number of hosts may run against one PostgreSQL database: they lease rows with ``FOR
+UPDATE SKIP LOCKED`` and share one rate-limit bucket in the database.
+
+Per item (orcid-facts §4):
+
+* no put-code: commit ``posted_at``, POST, store the put-code from ``Location``; a 409 names
+  the put-code of the item we already created (matched by our ``self`` external id): adopt it
+  and PUT. An item that was already in flight (``posted_at`` set, the worker crashed or timed
+  out before storing the put-code) is first looked for on ``/employments``.
+* put-code and a changed desired state: PUT with the put-code in the body.
+* affiliation gone: PUT with an ``end-date`` (or DELETE with ``on_leave: delete``).
+* 401 ``invalid_token``: the link is marked revoked, the item parked. 400: parked with
+  ORCID's error code and message. 5xx, 503 (rate limit), timeouts: retried with exponential
+  backoff and jitter, parked after ``max_attempts``.
+
+Run it without the CLI as ``python -m satosa_orcid_plugin.sync --config orcid.yaml [--once]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .affiliations import AffiliationSettings, SyncSettings, affiliation_body, parse_affiliations
+from .errors import (
+    ConfigError,
+    DuplicateItem,
+    OrcidApiError,
+    OrcidPluginError,
+    OrcidProtocolError,
+    OrcidUnavailable,
+    OrcidValidationError,
+    StoreError,
+    TokenRevoked,
+)
+from .orcid_client import OrcidClient
+from .outbox import ACTIVITIES_UPDATE, Item, Outbox
+from .ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+LEASE_MARGIN_SECONDS = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class SyncReport:
+    """What one ``run_once`` did (counts of items, and of requests sent to ORCID)."""
+
+    claimed: int = 0
+    posted: int = 0
+    updated: int = 0
+    ended: int = 0
+    deleted: int = 0
+    adopted: int = 0
+    unchanged: int = 0
+    retried: int = 0
+    parked: int = 0
+    revoked: int = 0
+    released: int = 0
+    requests: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def worker_session() -> requests.Session:
+    """A session without urllib3 retries: the worker owns retries (backoff, rate limit)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=0, pool_maxsize=4)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = "satosa-orcid-plugin (affiliation sync)"
+    return session
+
+
+class SyncWorker:
+    """Processes outbox items against ORCID.
+
+    ``client`` is an :class:`OrcidClient` (its ``client_id`` identifies our items on the
+    record), ``limiter`` the shared :class:`RateLimiter` (None: no limit, tests only),
+    ``clock``/``rng`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: OrcidClient,
+        outbox: Outbox,
+        settings: SyncSettings,
+        *,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: Callable[[], float] = random.random,
+        owner: str | None = None,
+    ) -> None:
+        self.client = client
+        self.outbox = outbox
+        self.settings = settings
+        self.limiter = limiter
+        self.clock = clock
+        self.rng = rng
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.client_id = client.settings.client_id
+        self._stop: threading.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"SyncWorker(owner={self.owner!r}, {self.outbox!r})"
+
+    @classmethod
+    def from_service(
+        cls, service: Any, settings: AffiliationSettings, *, client: OrcidClient | None = None, **kwargs: Any
+    ) -> "SyncWorker":
+        """A worker over an ``OrcidLinkService``'s store and ORCID settings, with its own
+        HTTP session (no transport retries) and the database rate limiter."""
+        client = client or OrcidClient(service.config.orcid, session=worker_session())
+        limiter = kwargs.pop("limiter", None) or RateLimiter(
+            service.store, rate=settings.sync.rate_per_second, burst=settings.sync.burst
+        )
+        return cls(client, Outbox(service.store), settings.sync, limiter=limiter, **kwargs)
+
+    # --- loops ------------------------------------------------------------------------
+    def run_once(self, now: datetime | None = None, *, max_items: int | None = None) -> SyncReport:
+        """Process every item that is due (at ``now``, default the clock), then return."""
+        report = SyncReport()
+        while not self._stopping():
+            batch = self.outbox.claim(self.owner, self.settings.batch_size, self.settings.lease_seconds,
+                                      now or self.clock())
+            if not batch:
+                break
+            report.claimed += len(batch)
+            # Stop well before the lease runs out, or another worker may take the item too.
+            deadline = time.monotonic() + max(self.settings.lease_seconds - LEASE_MARGIN_SECONDS,
+                                              self.settings.lease_seconds / 2)
+            for index, item in enumerate(batch):
+                if self._stopping() or time.monotonic() > deadline:
+                    self.outbox.release(batch[index:])
+                    report.released += len(batch) - index
+                    return report
+                self.process(item, report, now)
+            if max_items is not None and report.claimed >= max_items:
+                break
+        return report
+
+    def run_forever(self, stop_event: threading.Event, on_report: Callable[[SyncReport], None] | None = None) -> None:
+        """Loop until ``stop_event`` is set; idle ``poll_interval`` seconds when nothing is due."""
+        self._stop = stop_event
+        log.info("affiliation sync worker %s started", self.owner)
+        while not stop_event.is_set():
+            try:
+                report = self.run_once()
+            except OrcidPluginError as exc:  # the database is away: wait and try again
+                log.warning("affiliation sync: %s: %s", exc.code, exc.message)
+                stop_event.wait(self.settings.poll_interval)
+                continue
+            if report.claimed:
+                log.info("affiliation sync: %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items() if v))
+                if on_report:
+                    on_report(report)
+            else:
+                stop_event.wait(self.settings.poll_interval)
+        log.info("affiliation sync worker %s stopped", self.owner)
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    # --- one item ---------------------------------------------------------------------
+    def process(self, item: Item, report: SyncReport, now: datetime | None = None) -> None:
+        label = f"item {item.id} ({item.kind})"
+        try:
+            try:
+                tokens = self.outbox.tokens_for_link(item.link_id)
+            except StoreError as exc:  # e.g. the key that encrypted the token was removed
+                self._retry(item, report, exc.message, now)
+                log.warning("affiliation sync: %s: cannot read the link's tokens: %s", label, exc.code)
+                return
+            if tokens is None:
+                self._park(item, report, "the ORCID link is no longer active (revoked or unlinked); "
+                                         "it is queued again when the researcher links again")
+                return
+            if ACTIVITIES_UPDATE not in tokens.scope:
+                self._park(item, report, "the researcher's grant lacks /activities/update")
+                return
+            self._sync(item, tokens.access_token, report)
+        except TokenRevoked:
+            self.outbox.revoke_link(item, "ORCID rejected the access token (401 invalid_token) during affiliation sync")
+            self._park(item, report, "ORCID rejected the access token (401 invalid_token); the link is marked revoked")
+            report.revoked += 1
+            log.info("affiliation sync: %s: token revoked at ORCID; link marked revoked", label)
+        except OrcidValidationError as exc:
+            self._park(item, report, f"ORCID rejected the item ({exc.error_code}): {exc.developer_message}")
+            log.warning("affiliation sync: %s parked: ORCID %s %s", label, exc.status, exc.error_code)
+        except (OrcidUnavailable, OrcidProtocolError) as exc:
+            self._retry(item, report, exc.message, now)
+            log.info("affiliation sync: %s will be retried: %s", label, exc.code)
+        except OrcidApiError as exc:
+            self._park(item, report, f"ORCID answered HTTP {exc.status} ({exc.error_code}): {exc.developer_message}")
+            log.warning("affiliation sync: %s parked: ORCID %s %s", label, exc.status, exc.error_code)
+
+    def _sync(self, item: Item, token: str, report: SyncReport) -> None:
+        orcid, kind = item.orcid, item.kind
+        put_code = item.put_code
+        adopted = False
+        if put_code is None and item.posted_at is not None:
+            # A POST was sent before and its answer never stored: it may be on the record.
+            put_code = self._recover(item, token, report)
+            if put_code is not None:
+                self.outbox.adopt_put_code(item, put_code)
+                report.adopted += 1
+                adopted = True
+
+        if not item.present:
+            if put_code is None:  # never reached the record: nothing to end
+                self.outbox.complete(item, put_code=None)
+                report.unchanged += 1
+            elif item.desired.get("delete"):
+                try:
+                    self._call(report, self.client.delete_affiliation, orcid, kind, put_code, token)
+                except OrcidApiError as exc:
+                    if exc.status != 404:
+                        raise
+                self.outbox.complete(item, put_code=None)
+                report.deleted += 1
+            elif self._put(item, put_code, token, report):
+                self.outbox.complete(item, put_code=put_code)
+                report.ended += 1
+            return
+
+        if put_code is None:
+            if not self.outbox.mark_posting(item):
+                report.released += 1  # our lease ran out: someone else has it now
+                return
+            body = affiliation_body(item.desired, item.self_id)
+            try:
+                put_code = self._call(report, self.client.post_affiliation, orcid, kind, body, token)
+            except DuplicateItem as dup:
+                put_code = dup.put_code
+                self.outbox.adopt_put_code(item, put_code)
+                report.adopted += 1
+                adopted = True
+            else:
+                self.outbox.complete(item, put_code=put_code)
+                report.posted += 1
+                return
+
+        if not adopted and item.synced_hash == item.desired_hash:
+            self.outbox.complete(item, put_code=put_code)
+            report.unchanged += 1
+            return
+        if self._put(item, put_code, token, report):
+            self.outbox.complete(item, put_code=put_code)
+            report.updated += 1
+
+    def _put(self, item: Item, put_code: int, token: str, report: SyncReport) -> bool:
+        body = affiliation_body(item.desired, item.self_id, put_code=put_code)
+        try:
+            self._call(report, self.client.put_affiliation, item.orcid, item.kind, put_code, body, token)
+        except OrcidApiError as exc:
+            if exc.status != 404:
+                raise
+            # The researcher deleted our item on orcid.org: respect that until an admin resyncs.
+            self._park(item, report, "the item is no longer on the ORCID record (deleted there?); "
+                                     "`satosa-orcid affiliations resync USER` adds it again", forget_put_code=True)
+            return False
+        return True
+
+    def _recover(self, item: Item, token: str, report: SyncReport) -> int | None:
+        summaries = self._call(report, self.client.list_affiliations, item.orcid, item.kind, token)
+        mine = sorted(
+            s.put_code for s in summaries if s.source_client_id == self.client_id and s.has_self_id(item.self_id)
+        )
+        if len(mine) > 1:
+            log.warning("affiliation sync: item %d: %d items on the record carry our self id; keeping put-code %d",
+                        item.id, len(mine), mine[0])
+        return mine[0] if mine else None
+
+    def _call(self, report: SyncReport, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.limiter is not None:
+            self.limiter.acquire()
+        report.requests += 1
+        return fn(*args)
+
+    def _park(self, item: Item, report: SyncReport, reason: str, *, forget_put_code: bool = False) -> None:
+        self.outbox.park(item, reason, forget_put_code=forget_put_code)
+        report.parked += 1
+
+    def _retry(self, item: Item, report: SyncReport, error: str, now: datetime | None) -> None:
+        attempts = max(item.attempts, 1)
+        if attempts >= self.settings.max_attempts:
+            self._park(item, report, f"gave up after {attempts} attempts: {error}")
+            return
+        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempts - 1))
+        delay *= 0.5 + self.rng()  # jitter: workers that failed together do not retry together
+        self.outbox.retry(item, error, (now or self.clock()) + timedelta(seconds=delay))
+        report.retried += 1
+
+
+# --- building a worker from the configuration ------------------------------------------------
+def load_settings(config_path: str) -> tuple[Any, AffiliationSettings]:
+    """The plugin config and its ``affiliations:`` settings from a proxy_conf.yaml or the
+    micro-service YAML; ConfigError when no affiliations are configured."""
+    from .config import parse_config
+    from .config_files import find_plugin_entries
+
+    entry = find_plugin_entries(config_path)[0]
+    config = parse_config(entry.raw)
+    settings = getattr(config, "affiliations", None) or parse_affiliations(entry.raw.get("affiliations"))
+    if settings is None:
+        raise ConfigError("affiliations", "is not configured (or enabled: false); there is nothing to sync")
+    if "/activities/update" not in config.orcid.scopes:
+        log.warning("orcid.scopes lacks /activities/update: new links will not queue affiliations")
+    return config, settings
+
+
+def build_worker(config: Any, settings: AffiliationSettings, *, owner: str | None = None,
+                 sync_overrides: dict[str, Any] | None = None) -> SyncWorker:
+    from dataclasses import replace
+
+    from .service import OrcidLinkService
+
+    service = OrcidLinkService.from_config(config, instance=owner)
+    if sync_overrides:
+        settings = replace(settings, sync=replace(settings.sync, **sync_overrides))
+    return SyncWorker.from_service(service, settings, owner=owner)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m satosa_orcid_plugin.sync",
+                                     description="Write queued ORCID affiliations (the outbox worker).")
+    parser.add_argument("--config", default=os.environ.get("SATOSA_ORCID_CONFIG"),
+                        help="proxy_conf.yaml or the OrcidConnect micro-service YAML (or SATOSA_ORCID_CONFIG)")
+    parser.add_argument("--once", action="store_true", help="process what is due, print a JSON report, exit")
+    parser.add_argument("--lease", type=float, default=None, help="seconds an item stays leased to this worker")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--owner", default=None, help="worker name in leases and logs (default host:pid)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.config:
+        parser.error("give --config PATH or set SATOSA_ORCID_CONFIG")
+    overrides: dict[str, Any] = {}
+    if args.lease is not None:
+        overrides["lease_seconds"] = args.lease
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    try:
+        config, settings = load_settings(args.config)
+        worker = build_worker(config, settings, owner=args.owner, sync_overrides=overrides)
+        if args.once:
+            print(json.dumps(worker.run_once().as_dict()), flush=True)
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        worker.run_forever(stop)
+        return 0
+    except OrcidPluginError as exc:
+        print(f"satosa-orcid sync: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Affiliation settings, the items the attributes call for, and the ORCID v3.0 bodies."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pytest
+
+from satosa_orcid_plugin.affiliations import (
+    AffiliationSettings,
+    DesiredItem,
+    Organization,
+    PartialDate,
+    affiliation_body,
+    desired_items,
+    gone_state,
+    parse_affiliations,
+    present_state,
+    self_external_id,
+    state_hash,
+)
+from satosa_orcid_plugin.errors import ConfigError
+
+LINKED = datetime(2024, 3, 5, 10, 0, tzinfo=timezone.utc)
+ORG = {"name": "Boston University", "city": "Boston", "region": "Massachusetts", "country": "US",
+       "disambiguated_id": "https://ror.org/05qwgg493", "disambiguation_source": "ROR"}
+
+
+def settings(**extra) -> AffiliationSettings:
+    raw = {"organization": dict(ORG), "department_attribute": "ou", "role_attribute": "title"}
+    raw.update(extra)
+    parsed = parse_affiliations(raw)
+    assert parsed is not None
+    return parsed
+
+
+# --- config ----------------------------------------------------------------------------
+def test_minimal_config_takes_the_documented_defaults():
+    s = parse_affiliations({"organization": {"name": "Boston University", "city": "Boston", "country": "us",
+                                             "disambiguated_id": "05qwgg493"}})
+    assert s.organization == Organization("Boston University", "Boston", "US", "https://ror.org/05qwgg493", "ROR", None)
+    assert dict(s.kinds) == {"faculty": "employment", "staff": "employment", "employee": "employment",
+                             "student": "education"}
+    assert s.affiliation_attributes == ("edupersonaffiliation", "edupersonscopedaffiliation")
+    assert s.on_leave == "end_date"
+    assert s.external_id_type == "other-id"
+    assert s.sync.rate_per_second <= 24 and s.sync.burst <= 40
+
+
+def test_absent_or_disabled_means_no_affiliations():
+    assert parse_affiliations(None) is None
+    assert parse_affiliations({"enabled": False}) is None
+
+
+@pytest.mark.parametrize(("change", "key", "problem"), [
+    ({"organization": {**ORG, "name": ""}}, "affiliations.organization.name", "is required"),
+    ({"organization": {**ORG, "city": None}}, "affiliations.organization.city", "is required"),
+    ({"organization": {**ORG, "country": "USA"}}, "affiliations.organization.country", "ISO 3166-1"),
+    ({"organization": {**ORG, "country": "XX"}}, "affiliations.organization.country", "ISO 3166-1"),
+    ({"organization": {**ORG, "disambiguated_id": "https://ror.org/05qwgg494"}},
+     "affiliations.organization.disambiguated_id", "checksum"),
+    ({"organization": {**ORG, "disambiguation_source": "WIKIDATA"}},
+     "affiliations.organization.disambiguation_source", "ROR recommended"),
+    ({"organization": {**ORG, "disambiguation_source": "GRID", "disambiguated_id": "05qwgg493"}},
+     "affiliations.organization.disambiguated_id", "not a GRID identifier"),
+    ({"organization": {**ORG, "colour": "crimson"}}, "affiliations.organization.colour", "unknown key"),
+    ({"kinds": {"faculty": "job"}}, "affiliations.kinds.faculty", "employment, education or none"),
+    ({"kinds": []}, "affiliations.kinds", "must map"),
+    ({"on_leave": "forget"}, "affiliations.on_leave", "end_date, delete"),
+    ({"sync": {"rate_per_second": 30}}, "affiliations.sync.rate_per_second", "ORCID's limit"),
+    ({"sync": {"burst": 41}}, "affiliations.sync.burst", "ORCID's burst"),
+    ({"sync": {"backoff_base": 10, "backoff_max": 5}}, "affiliations.sync.backoff_max", "backoff_base"),
+    ({"external_id_type": "Not A Type!"}, "affiliations.external_id_type", "identifier type"),
+    ({"department": "ou"}, "affiliations.department", "unknown key"),
+])
+def test_config_errors_name_the_key_and_never_echo_the_value(change, key, problem):
+    raw = {"organization": dict(ORG)}
+    raw.update(change)
+    with pytest.raises(ConfigError) as info:
+        parse_affiliations(raw)
+    assert info.value.key == key
+    assert problem in info.value.problem
+    assert "05qwgg494" not in str(info.value) and "crimson" not in str(info.value)
+
+
+def test_missing_organization_is_reported():
+    with pytest.raises(ConfigError) as info:
+        parse_affiliations({"department_attribute": "ou"})
+    assert info.value.key == "affiliations.organization.name"
+
+
+def test_other_disambiguation_sources_are_normalised_as_orcid_stores_them():
+    fundref = parse_affiliations({"organization": {**ORG, "disambiguation_source": "fundref",
+                                                   "disambiguated_id": "10.13039/100000001"}})
+    assert fundref.organization.disambiguated_id == "http://dx.doi.org/10.13039/100000001"
+    assert fundref.organization.disambiguation_source == "FUNDREF"
+    ringgold = parse_affiliations({"organization": {**ORG, "disambiguation_source": "RINGGOLD", "disambiguated_id": 1846}})
+    assert ringgold.organization.disambiguated_id == "1846"
+
+
+def test_custom_kinds_can_add_and_drop_values():
+    s = settings(kinds={"faculty": "employment", "affiliate": "employment", "student": "none"})
+    assert s.kind_for("Affiliate") == "employment"
+    assert s.kind_for("student") is None
+
+
+# --- desired items -----------------------------------------------------------------------
+def test_faculty_and_staff_make_one_employment_with_department_role_and_link_date():
+    items = desired_items(settings(), {"eduPersonAffiliation": ["Faculty", "staff", "member"],
+                                       "OU": ["Chemistry", "Physics"], "title": ["  Research   Scientist "]}, LINKED)
+    assert items == [DesiredItem("employment", "Chemistry", "Research Scientist", PartialDate(2024, 3, 5))]
+
+
+def test_student_and_employee_make_two_items_sorted_by_kind():
+    items = desired_items(settings(), {"edupersonaffiliation": ["student", "employee"]}, LINKED)
+    assert [i.kind for i in items] == ["education", "employment"]
+
+
+def test_only_member_or_nothing_means_no_items():
+    assert desired_items(settings(), {"edupersonaffiliation": ["member", "affiliate"]}, LINKED) == []
+    assert desired_items(settings(), {}, LINKED) == []
+
+
+def test_scoped_affiliations_count_only_for_configured_scopes():
+    s = settings(scopes=["bu.edu"])
+    attrs = {"edupersonscopedaffiliation": ["faculty@bu.edu", "student@other.example"]}
+    assert [i.kind for i in desired_items(s, attrs, LINKED)] == ["employment"]
+    assert [i.kind for i in desired_items(settings(), attrs, LINKED)] == ["education", "employment"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2019", PartialDate(2019)),
+    ("2019-09", PartialDate(2019, 9)),
+    ("2019-09-01", PartialDate(2019, 9, 1)),
+    ("2019-09-01T08:00:00Z", PartialDate(2019, 9, 1)),
+    ("20190901000000Z", PartialDate(2019, 9, 1)),
+    ("not a date", PartialDate(2024, 3, 5)),
+    ("2019-13-01", PartialDate(2024, 3, 5)),
+])
+def test_start_date_from_an_attribute_or_the_link_date(value, expected):
+    s = settings(start_date_attribute="hireDate")
+    items = desired_items(s, {"edupersonaffiliation": ["staff"], "hiredate": [value]}, LINKED)
+    assert items[0].start == expected
+
+
+def test_long_values_are_cut_to_orcids_limit():
+    items = desired_items(settings(), {"edupersonaffiliation": ["staff"], "ou": ["x" * 1500]}, LINKED)
+    assert len(items[0].department) == 1000
+
+
+# --- bodies --------------------------------------------------------------------------------
+def test_post_body_is_orcids_v3_employment_with_a_self_external_id():
+    s = settings()
+    item = desired_items(s, {"edupersonaffiliation": ["faculty"], "ou": ["Chemistry"], "title": ["Professor"]}, LINKED)[0]
+    body = affiliation_body(present_state(s, item), "satosa-orcid-abc")
+    assert body == {
+        "department-name": "Chemistry",
+        "role-title": "Professor",
+        "start-date": {"year": {"value": "2024"}, "month": {"value": "03"}, "day": {"value": "05"}},
+        "organization": {
+            "name": "Boston University",
+            "address": {"city": "Boston", "region": "Massachusetts", "country": "US"},
+            "disambiguated-organization": {"disambiguated-organization-identifier": "https://ror.org/05qwgg493",
+                                           "disambiguation-source": "ROR"},
+        },
+        "external-ids": {"external-id": [{"external-id-type": "other-id", "external-id-value": "satosa-orcid-abc",
+                                          "external-id-relationship": "self"}]},
+    }
+    assert "put-code" not in body  # ORCID: 400 9024 on create
+
+
+def test_put_body_carries_the_put_code_and_optional_fields_are_left_out():
+    s = parse_affiliations({"organization": {k: v for k, v in ORG.items() if k != "region"}})
+    item = desired_items(s, {"edupersonaffiliation": ["student"]}, LINKED)[0]
+    body = affiliation_body(present_state(s, item), "id", put_code=54563)
+    assert body["put-code"] == 54563
+    assert "department-name" not in body and "role-title" not in body
+    assert body["organization"]["address"] == {"city": "Boston", "country": "US"}
+
+
+def test_gone_items_are_end_dated_never_before_their_start():
+    s = settings(start_date_attribute="hiredate")
+    item = desired_items(s, {"edupersonaffiliation": ["staff"], "hiredate": ["2030-01-01"]}, LINKED)[0]
+    gone = gone_state(present_state(s, item), date(2025, 6, 30), "end_date")
+    body = affiliation_body(gone, "id", put_code=7)
+    assert body["start-date"]["year"]["value"] == "2030"
+    assert body["end-date"] == body["start-date"]  # clamped: ORCID rejects start after end
+    normal = affiliation_body(gone_state(present_state(s, item), date(2031, 2, 1), "end_date"), "id", put_code=7)
+    assert normal["end-date"] == {"year": {"value": "2031"}, "month": {"value": "02"}, "day": {"value": "01"}}
+
+
+def test_the_hash_of_a_gone_item_does_not_depend_on_the_day_it_was_noticed():
+    s = settings()
+    state = present_state(s, desired_items(s, {"edupersonaffiliation": ["staff"]}, LINKED)[0])
+    assert state_hash(gone_state(state, date(2025, 1, 1), "end_date")) == state_hash(gone_state(state, date(2026, 1, 1), "end_date"))
+    assert state_hash(gone_state(state, date(2025, 1, 1), "end_date")) != state_hash(gone_state(state, date(2025, 1, 1), "delete"))
+    changed = present_state(s, DesiredItem("employment", "Physics", None, PartialDate(2024, 3, 5)))
+    assert state_hash(state) != state_hash(changed)
+
+
+def test_self_external_id_is_stable_distinct_and_opaque():
+    a = self_external_id("alice@example.org", "0000-0002-1825-0097", "employment", "https://ror.org/05qwgg493")
+    assert a == self_external_id("alice@example.org", "0000-0002-1825-0097", "employment", "https://ror.org/05qwgg493")
+    assert a != self_external_id("alice@example.org", "0000-0002-1825-0097", "education", "https://ror.org/05qwgg493")
+    assert a != self_external_id("bob@example.org", "0000-0002-1825-0097", "employment", "https://ror.org/05qwgg493")
+    assert "alice" not in a and len(a) <= 64
