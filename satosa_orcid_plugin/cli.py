@@ -314,5 +314,9 @@ def emulator(host: str, port: int, issuer: str | None, clients_file: str | None)
     run_simple(host, port, app, threaded=True, use_reloader=False)
 
 
+from .cli_sync import register as _register_sync  # noqa: E402
+
+_register_sync(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .affiliations import AffiliationSettings, parse_affiliations
 from .errors import ConfigError
 
 ENVIRONMENTS = {
@@ -138,6 +139,7 @@ class PluginConfig:
     trusted_orcid_issuers: frozenset[str] = frozenset()
     interstitial: InterstitialSettings = InterstitialSettings()
     connect: ConnectSettings = ConnectSettings()
+    affiliations: "AffiliationSettings | None" = None
 
     def mode_for(self, requester: str | None, *, requested: bool = False) -> str:
         """``ask``, ``require`` or ``never`` for this SP / OIDC client.
@@ -347,6 +349,7 @@ def parse_config(raw: Any) -> PluginConfig:
         trusted_orcid_issuers=frozenset(root.list("trusted_orcid_issuers")),
         interstitial=_parse_interstitial(root),
         connect=_parse_connect(root),
+        affiliations=parse_affiliations(root.data.get("affiliations")),
     )
 
 

@@ -136,6 +136,8 @@ class OrcidConnect(ResponseMicroService):
             if page is not None:
                 return page
         if decision.action is Action.RELEASE:
+            if user_key and decision.reason == "linked":
+                self.service.on_release(user_key, data.attributes)
             return self._continue(context, data, decision.orcid, outcome=decision.reason)
         if decision.action is Action.SKIP:
             if decision.reason == "no_user_key":
@@ -197,7 +199,7 @@ class OrcidConnect(ResponseMicroService):
         try:
             code = self._check_callback(saved, params)
             link = self.service.complete_hop(user_key=user_key, code=code, redirect_uri=self.redirect_uri,
-                                             nonce=saved.get("nonce"), session_id=sid)
+                                             nonce=saved.get("nonce"), session_id=sid, attributes=data.attributes)
         except UserDenied:
             return self._declined(context, data, saved, "not_now")
         except CallbackReplayed:
@@ -335,7 +337,8 @@ class OrcidConnect(ResponseMicroService):
             self._log(context, logging.INFO, "pending ORCID connection refused by the user")
             return self._with_headers(self._continue(context, data, None, outcome="pending_refused"), [clear])
         try:
-            link = self.service.finish_pending(saved["pending"], saved["user"], session_id=lu.get_session_id(context.state))
+            link = self.service.finish_pending(saved["pending"], saved["user"], session_id=lu.get_session_id(context.state),
+                                               attributes=data.attributes)
         except OrcidPluginError as exc:
             return self._with_headers(self._after_error(context, data, saved, exc, reference), [clear])
         orcid = link.orcid if link is not None else None

@@ -9,12 +9,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from .config import PluginConfig
 from .errors import ConnectMismatch, MissingFlowState, NotFound, OrcidError, StateMismatch
 from .orcid_client import Grant, OrcidClient
 from .orcid_id import OrcidId
+from .outbox import affiliation_link_extra, service_hook
 from .pending import Pending, PendingLinks
 from .policy import Decision, decide
 from .store import Link, Store
@@ -101,16 +102,19 @@ class OrcidLinkService:
         return self.store.consume_once(f"state:{digest}", expires_at)
 
     def complete_hop(
-        self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None
+        self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> Link:
-        """Exchange the code (once), verify, and store the link with its tokens."""
+        """Exchange the code (once), verify, and store the link with its tokens (and, with
+        member scopes, queue the affiliations in the same transaction)."""
         grant = self.client.exchange_code(code, redirect_uri, nonce=nonce)
-        return self.store_grant(user_key, grant, session_id=session_id)
+        return self.store_grant(user_key, grant, session_id=session_id, attributes=attributes)
 
     def exchange(self, code: str, redirect_uri: str, *, nonce: str | None, require_id_token: bool | None = None) -> Grant:
         return self.client.exchange_code(code, redirect_uri, nonce=nonce, require_id_token=require_id_token)
 
-    def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None) -> Link:
+    def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None,
+                    attributes: Mapping[str, Any] | None = None) -> Link:
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
         link = self.store.link(
             user_key,
@@ -120,6 +124,7 @@ class OrcidLinkService:
             amr=grant.amr,
             environment=self.environment,
             session_id=session_id,
+            extra=affiliation_link_extra(self, attributes or {}),
         )
         self.store.clear_decision(user_key)
         return link
@@ -129,6 +134,10 @@ class OrcidLinkService:
         if decision == "not_now":
             until = self.clock() + timedelta(seconds=self.config.decline.not_now_seconds)
         self.store.record_decision(user_key, decision, until, session_id=session_id)
+
+    def on_release(self, user_key: str, attributes: Mapping[str, Any]) -> None:
+        """A linked user logged in: keep the affiliations on the record in step (cheap; no network)."""
+        service_hook(self, user_key, attributes)
 
     # --- Institutional Connect ------------------------------------------------------
     def connect_exchange(self, code: str, redirect_uri: str) -> Grant:
@@ -164,13 +173,15 @@ class OrcidLinkService:
         self.pending.mark_verified(handle, tokens)
         return Pending(pending.orcid, True, tokens, fresh.name or pending.name, fresh.amr or pending.amr)
 
-    def finish_pending(self, handle: str, user_key: str, *, session_id: str | None = None) -> Link | None:
+    def finish_pending(self, handle: str, user_key: str, *, session_id: str | None = None,
+                       attributes: Mapping[str, Any] | None = None) -> Link | None:
         """Link a verified pending iD to the institutional user (single use)."""
         pending = self.pending.take(handle)
         if pending is None or not pending.verified:
             return None
         link = self.store.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
-                               environment=self.environment, session_id=session_id)
+                               environment=self.environment, session_id=session_id,
+                               extra=affiliation_link_extra(self, attributes or {}))
         self.store.clear_decision(user_key)
         return link
 

@@ -866,4 +866,4 @@ class Store:
 
 # The affiliation outbox and the rate-limit bucket live in their own modules; importing them
 # here registers their tables on Base.metadata (alembic autogenerate, schema checks).
-from . import outbox as _outbox, ratelimit as _ratelimit  # noqa: E402,F401
+from . import outbox as _outbox, pending as _pending, ratelimit as _ratelimit  # noqa: E402,F401
