@@ -244,3 +244,43 @@ def test_an_upstream_eduPersonOrcid_is_not_released_unless_that_idp_is_trusted(
     action, fields = html_form_fields(page)
     released = sp_receive(satosa_app.post(path_and_query(action), data={**fields, "choice": "not_now"}), demo_sp)
     assert "eduPersonOrcid" not in released.attributes
+
+
+def test_member_integration_writes_employment_after_the_hop_through_the_worker(
+    satosa_config, demo_sp, demo_layout, orcid_consent, start_login, idp_respond, orcid_emulator, sp_receive,
+):
+    from satosa_orcid_plugin.config_files import load_plugin_config  # noqa: F401 (documents the entry point)
+    from satosa_orcid_plugin.config import parse_config
+    from satosa_orcid_plugin.service import OrcidLinkService
+    from satosa_orcid_plugin.sync import SyncWorker
+
+    config = copy.deepcopy(satosa_config)
+    raw = plugin_config(config)
+    raw["orcid"]["scopes"] = ["openid", "/read-limited", "/activities/update"]
+    raw["affiliations"] = {
+        "organization": {"name": "Boston University", "city": "Boston", "country": "US",
+                         "disambiguated_id": "https://ror.org/05qwgg493", "disambiguation_source": "ROR"},
+        "department_attribute": "ou", "role_attribute": "title",
+    }
+    client = Client(make_app(config))
+    start_login(client, demo_sp)
+    authorize = to_orcid(client, idp_respond(client, "alice"))
+    assert parse_qs(urlsplit(authorize).query)["scope"] == ["openid /read-limited /activities/update"]
+    response = client.get(path_and_query(orcid_consent(authorize)))
+    assert sp_receive(response, demo_sp).attributes["eduPersonOrcid"] == [JOSIAH]
+    # nothing was written to ORCID during the login
+    assert orcid_emulator.member_api.items_of("0000-0002-1825-0097") == []
+
+    settings = parse_config(raw)
+    service = OrcidLinkService.from_config(settings)
+    report = SyncWorker.from_service(service, settings.affiliations).run_once()
+    items = orcid_emulator.member_api.items_of("0000-0002-1825-0097", "employment")
+    assert len(items) == 1, report
+    body = items[0].body
+    assert body["organization"]["disambiguated-organization"]["disambiguated-organization-identifier"] == \
+        "https://ror.org/05qwgg493"
+    assert body["department-name"] == "Department of Physics" and body["role-title"] == "Research Fellow"
+    # a second worker run writes nothing more
+    SyncWorker.from_service(service, settings.affiliations).run_once()
+    assert len(orcid_emulator.member_api.items_of("0000-0002-1825-0097", "employment")) == 1
+    service.store.dispose()
