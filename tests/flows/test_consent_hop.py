@@ -284,3 +284,28 @@ def test_member_integration_writes_employment_after_the_hop_through_the_worker(
     SyncWorker.from_service(service, settings.affiliations).run_once()
     assert len(orcid_emulator.member_api.items_of("0000-0002-1825-0097", "employment")) == 1
     service.store.dispose()
+
+
+def test_no_token_code_or_secret_in_the_database_file_or_our_logs(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, follow_callback, sp_receive, orcid_emulator, caplog,
+):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="satosa_orcid_plugin")
+    callback = orcid_consent(hop())
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    sp_receive(follow_callback(satosa_app, callback), demo_sp)
+    token = orcid_emulator.tokens(orcid="0000-0002-1825-0097")[0]
+    secrets_ = [token.access_token, token.refresh_token, demo_layout.orcid_client_secret]
+    db_file = demo_layout.env()["SATOSA_ORCID_DATABASE_URL"].removeprefix("sqlite:///")
+    from pathlib import Path
+
+    files = [Path(db_file), Path(db_file + "-wal"), Path(db_file + "-shm")]
+    raw = b"".join(p.read_bytes() for p in files if p.is_file())
+    assert len(raw) > 10000
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("satosa_orcid_plugin"))
+    assert ours  # we did log the flow
+    for value in secrets_:
+        assert value.encode() not in raw
+        assert value not in ours
+    assert f"code={code}" not in ours and f"'{code}'" not in ours
