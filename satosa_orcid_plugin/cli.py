@@ -210,6 +210,28 @@ def links_export(obj: Ctx, fmt: str, status: str | None) -> None:
     writer.writerows(rows)
 
 
+@main.group(cls=Group)
+def decisions() -> None:
+    """Researchers' "not now" / "don't ask again" answers."""
+
+
+@decisions.command("show")
+@click.argument("user")
+@click.pass_obj
+def decisions_show(obj: Ctx, user: str) -> None:
+    """Print USER's standing decision (not_now, never or none)."""
+    click.echo(obj.store().decision_for(user, datetime.now(timezone.utc)) or "none")
+
+
+@decisions.command("clear")
+@click.argument("user")
+@click.pass_obj
+def decisions_clear(obj: Ctx, user: str) -> None:
+    """Forget USER's decision: the next login asks again."""
+    obj.store().clear_decision(user)
+    click.echo(f"cleared the decision of {user}")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj

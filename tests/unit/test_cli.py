@@ -189,3 +189,11 @@ def test_check_config_warns_when_orcid_would_get_only_a_transient_nameid(tmp_pat
     (conf_dir / "internal_attributes.yaml").write_text(yaml.safe_dump(attrs))
     output = run("check-config", str(conf_dir / "proxy_conf.yaml")).output  # warnings go to stderr, shown here
     assert "transient NameID" in output and "https://orcid.org/saml2/sp/1" in output
+
+
+def test_dont_ask_again_can_be_cleared_by_an_admin(setup):
+    conf, service, _ = setup
+    service.record_decline("carol@uni.example", "never")
+    assert run("--config", str(conf), "decisions", "show", "carol@uni.example").output.strip() == "never"
+    assert run("--config", str(conf), "decisions", "clear", "carol@uni.example").exit_code == 0
+    assert run("--config", str(conf), "decisions", "show", "carol@uni.example").output.strip() == "none"
