@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .errors import ConfigError, OrcidPluginError
+from .errors import OrcidPluginError
 
 ENV_DATABASE_URL = "SATOSA_ORCID_DATABASE_URL"
 ENV_TOKEN_KEYS = "SATOSA_ORCID_TOKEN_KEYS"
@@ -339,6 +339,8 @@ def emulator(host: str, port: int, issuer: str | None, clients_file: str | None)
 from .cli_sync import register as _register_sync  # noqa: E402
 
 _register_sync(main)
+from .cli_ops import register as _register_ops  # noqa: E402  (metrics serve, health)
+_register_ops(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -40,16 +40,16 @@ from satosa.internal import InternalData
 from satosa.micro_services.base import RequestMicroService, ResponseMicroService
 from satosa.response import Redirect, Response
 
-from . import pages
+from . import metrics, pages
 from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
+from .health import health_endpoint
 from .errors import (
     BadCallback,
     CallbackReplayed,
     ConfigError,
     InvalidOrcidId,
     LinkConflict,
-    MissingFlowState,
     OrcidOAuthError,
     OrcidPluginError,
     StateMismatch,
@@ -113,6 +113,7 @@ class OrcidConnect(ResponseMicroService):
             (f"^{self.name}/connect$", self._guard(self._connect, "GET")),
             (f"^{self.name}/choice$", self._guard(self._choice, "POST")),
             (f"^{self.name}/confirm$", self._guard(self._confirm, "POST")),
+            (f"^{self.name}/health$", health_endpoint(self)),
         ]
 
     # --- the login --------------------------------------------------------------------
@@ -147,6 +148,7 @@ class OrcidConnect(ResponseMicroService):
         lang = self._lang(context)
         state, nonce = secrets.token_urlsafe(24), (secrets.token_urlsafe(24) if self.config.orcid.openid else None)
         self._save(context, "hop", state=state, nonce=nonce, flow=data, user=user_key, mode=decision.mode, lang=lang)
+        self._metric("hop_started", "interstitial" if self.config.interstitial.enabled else "redirect")
         if self.config.interstitial.enabled:
             self._log(context, logging.INFO, "not linked: showing the ORCID interstitial")
             return self._interstitial(data, state, decision.required, user_key, lang)
@@ -250,6 +252,7 @@ class OrcidConnect(ResponseMicroService):
         if choice in ("not_now", "never") and saved.get("mode") != "require":
             return self._declined(context, data, saved, choice)
         if choice == "cancel" or saved.get("mode") == "require":
+            self._metric("denied", "cancel")
             self._log(context, logging.INFO, "interstitial: cancelled a login that requires ORCID")
             raise SATOSAAuthenticationError(context.state, "the service requires an ORCID iD")
         return self._continue(context, data, None, outcome="interstitial_unknown_choice")
@@ -355,10 +358,12 @@ class OrcidConnect(ResponseMicroService):
         if context.state is not None:
             context.state.pop(HINT_STATE_KEY, None)
         context.decorate("orcid_outcome", outcome)
+        self._metric("outcome", outcome)
         return super().process(context, data)
 
     def _declined(self, context: Context, data: InternalData, saved: dict[str, Any], decision: str) -> Any:
         self._log(context, logging.INFO, f"the researcher declined to connect ORCID ({decision})")
+        self._metric("denied", decision)
         if saved.get("mode") == "require":
             raise SATOSAAuthenticationError(context.state, "the service requires an ORCID iD")
         if saved.get("user"):
@@ -371,6 +376,7 @@ class OrcidConnect(ResponseMicroService):
     def _after_error(self, context: Context, data: InternalData, saved: dict[str, Any], exc: OrcidPluginError,
                      reference: str) -> Any:
         self._log(context, logging.WARNING, f"ORCID hop failed: {exc.code}: {exc.message} (ref {reference})")
+        self._metric("failed", exc.code)
         if self.config.on_error == "fail" or saved.get("mode") == "require":
             raise SATOSAAuthenticationError(context.state, f"ORCID iD could not be verified ({exc.code})")
         return self._continue(context, data, None, outcome=f"error_{exc.code}")
@@ -504,6 +510,11 @@ class OrcidConnect(ResponseMicroService):
         body = pages.render("error.html", self.config.interstitial.templates_dir, title=title, message=message,
                             reference=reference, lang=self._lang(context))
         return self._page(body, status, headers)
+
+    @staticmethod
+    def _metric(event: str, value: str) -> None:
+        """The one place that counts outcomes for Prometheus (metrics.record never raises)."""
+        metrics.record(event, value)
 
     def _log(self, context: Context, level: int, message: str) -> None:
         log.log(level, lu.LOG_FMT.format(id=lu.get_session_id(context.state), message=message))

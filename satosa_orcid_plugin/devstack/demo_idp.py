@@ -20,9 +20,11 @@ import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+from .webapp import PageApp
 
 if TYPE_CHECKING:
     from .layout import DemoLayout
@@ -97,13 +99,6 @@ table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:.2rem .5rem;
 """
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
-    )
-
 
 def _hidden(fields: dict[str, str]) -> str:
     return "".join(
@@ -111,8 +106,10 @@ def _hidden(fields: dict[str, str]) -> str:
     )
 
 
-class DemoIdP:
+class DemoIdP(PageApp):
     """The demo IdP: ``respond()`` for tests, and a WSGI app (``__call__``) for browsers."""
+
+    style = _STYLE
 
     def __init__(self, layout: "DemoLayout | None" = None, *, config: dict[str, Any] | None = None,
                  persistent_id_salt: str | None = None):
@@ -201,19 +198,6 @@ class DemoIdP:
         return destination, fields
 
     # --- WSGI -------------------------------------------------------------------------
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        adapter = self.url_map.bind_to_environ(environ)
-        try:
-            endpoint, _ = adapter.match()
-            response = getattr(self, f"_on_{endpoint}")(request)
-        except HTTPException as exc:
-            response = exc.get_response(environ)
-        return response(environ, start_response)
-
-    def _html(self, title: str, body: str, status: int = 200) -> Response:
-        return Response(_page(title, body), status=status, mimetype="text/html")
-
     def _on_home(self, request: Request) -> Response:
         return self._html(
             "Demo University IdP",

@@ -19,9 +19,11 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+from .webapp import PageApp
 
 if TYPE_CHECKING:
     from .layout import DemoLayout
@@ -77,16 +79,11 @@ text-align:left;vertical-align:top} code{font-size:.85rem} .error{color:#a00}
 """
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
-    )
 
-
-class DemoSP:
+class DemoSP(PageApp):
     """The demo SP: request/response helpers for tests, and a WSGI app (``__call__``)."""
+
+    style = _STYLE
 
     def __init__(self, layout: "DemoLayout | None" = None, *, config: dict[str, Any] | None = None,
                  idp_entity_id: str | None = None):
@@ -158,19 +155,6 @@ class DemoSP:
         )
 
     # --- WSGI -------------------------------------------------------------------------
-    def __call__(self, environ, start_response):
-        request = Request(environ)
-        adapter = self.url_map.bind_to_environ(environ)
-        try:
-            endpoint, _ = adapter.match()
-            response = getattr(self, f"_on_{endpoint}")(request)
-        except HTTPException as exc:
-            response = exc.get_response(environ)
-        return response(environ, start_response)
-
-    def _html(self, title: str, body: str, status: int = 200) -> Response:
-        return Response(_page(title, body), status=status, mimetype="text/html")
-
     def _on_home(self, request: Request) -> Response:
         return self._html(
             "Demo research service",
