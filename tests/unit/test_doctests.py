@@ -1,0 +1,12 @@
+"""The examples in the docstrings are true."""
+import doctest
+
+import pytest
+
+from satosa_orcid_plugin import orcid_id, tokens
+
+
+@pytest.mark.parametrize("module", [orcid_id, tokens])
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
