@@ -140,6 +140,7 @@ class PluginConfig:
     interstitial: InterstitialSettings = InterstitialSettings()
     connect: ConnectSettings = ConnectSettings()
     affiliations: "AffiliationSettings | None" = None
+    on_conflict: str = "refuse"  # an iD linked to another user: refuse (audited) or move it here
 
     def mode_for(self, requester: str | None, *, requested: bool = False) -> str:
         """``ask``, ``require`` or ``never`` for this SP / OIDC client.
@@ -322,7 +323,7 @@ def parse_config(raw: Any) -> PluginConfig:
         raw,
         "",
         {"orcid", "store", "user_key_attribute", "orcid_attribute", "trigger", "on_error", "prefill", "decline", "flow_ttl", "orcid_requesters", "redirect_base", "trusted_orcid_issuers",
-         "policy", "interstitial", "connect", "affiliations"},
+         "policy", "interstitial", "connect", "affiliations", "on_conflict"},
     )
     orcid = _parse_orcid(root)
     store = _parse_store(root)
@@ -350,6 +351,7 @@ def parse_config(raw: Any) -> PluginConfig:
         interstitial=_parse_interstitial(root),
         connect=_parse_connect(root),
         affiliations=parse_affiliations(root.data.get("affiliations")),
+        on_conflict=root.choice("on_conflict", ("refuse", "move"), default="refuse"),
     )
 
 

@@ -63,7 +63,9 @@ class OrcidLinkService:
             auto = config.store.database_url.startswith("sqlite")
         if auto:
             store.upgrade()
-        return cls(config, OrcidClient(config.orcid), store)
+        from .metrics import observe_orcid_request  # ORCID call latency by endpoint and status
+
+        return cls(config, OrcidClient(config.orcid, observer=observe_orcid_request), store)
 
     @property
     def environment(self) -> str:
@@ -124,6 +126,7 @@ class OrcidLinkService:
             amr=grant.amr,
             environment=self.environment,
             session_id=session_id,
+            on_conflict=self.config.on_conflict,
             extra=affiliation_link_extra(self, attributes or {}),
         )
         self.store.clear_decision(user_key)
@@ -181,6 +184,7 @@ class OrcidLinkService:
             return None
         link = self.store.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
                                environment=self.environment, session_id=session_id,
+                               on_conflict=self.config.on_conflict,
                                extra=affiliation_link_extra(self, attributes or {}))
         self.store.clear_decision(user_key)
         return link

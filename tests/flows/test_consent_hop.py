@@ -309,3 +309,22 @@ def test_no_token_code_or_secret_in_the_database_file_or_our_logs(
         assert value.encode() not in raw
         assert value not in ours
     assert f"code={code}" not in ours and f"'{code}'" not in ours
+
+
+@pytest.mark.parametrize("policy", ["refuse", "move"])
+def test_an_id_already_linked_to_another_user(
+    satosa_config, demo_sp, demo_layout, orcid_consent, start_login, idp_respond, sp_receive, policy,
+):
+    client = app_with(satosa_config, on_conflict=policy)
+    for user in ("alice", "bob"):  # both connect the same ORCID account
+        c = Client(client.application)
+        start_login(c, demo_sp)
+        released = sp_receive(c.get(path_and_query(orcid_consent(to_orcid(c, idp_respond(c, user))))), demo_sp)
+    bob = stored_link(demo_layout, "bob@demo.example.org")
+    alice = stored_link(demo_layout, "alice@demo.example.org")
+    if policy == "refuse":
+        assert "eduPersonOrcid" not in released.attributes  # bob's login goes on without it
+        assert bob is None and str(alice.orcid) == "0000-0002-1825-0097"
+    else:
+        assert released.attributes["eduPersonOrcid"] == [JOSIAH]
+        assert alice is None and str(bob.orcid) == "0000-0002-1825-0097"
