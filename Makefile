@@ -24,8 +24,12 @@ system-deps:
 	    echo "xmlsec1 is missing: install it with 'sudo apt-get install xmlsec1' (Debian/Ubuntu) or 'brew install libxmlsec1'" >&2; exit 1; \
 	  fi; }
 
-# Debian's chromium for the real-browser tests (Playwright drives it; no browser download).
-browser-deps:
+# The real-browser tests (tests/e2e/test_browser.py): the playwright Python package in the
+# virtualenv drives Debian's chromium package. Never `playwright install`: no browser download.
+# Without root the missing package is named and the tests skip (SATOSA_ORCID_REQUIRE_BROWSER=1,
+# set by .ci/run, makes them fail instead).
+browser-deps: $(VENV)/.installed
+	@$(BIN)/python -c 'import playwright.sync_api' 2>/dev/null || $(BIN)/pip install -q 'playwright>=1.40'
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \

@@ -227,12 +227,14 @@ class _Section:
             raise ConfigError(self.key(key), "must not be negative")
         return seconds
 
-    def list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def list(self, key: str, default: tuple[str, ...] = (), *, skip_blank: bool = False) -> tuple[str, ...]:
         value = self.data.get(key)
         if value in (None, ""):
             return default
         if isinstance(value, str):
             value = value.replace(",", " ").split()
+        if skip_blank and isinstance(value, (list, tuple)):
+            value = [v for v in value if not (isinstance(v, str) and not v.strip())]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
             raise ConfigError(self.key(key), "must be a list of strings")
         return tuple(v.strip() for v in value)
@@ -341,7 +343,8 @@ def parse_config(raw: Any) -> PluginConfig:
         prefill={k: prefill.str(k).lower() for k in ("given_names", "family_names", "email") if prefill.has(k)},
         decline=DeclineSettings(not_now_seconds=d.duration("not_now", 30 * 86400)),
         flow_ttl_seconds=root.duration("flow_ttl", 1800),
-        orcid_requesters=root.list("orcid_requesters", DEFAULT_ORCID_REQUESTERS),
+        # skip_blank: an empty !ENV SATOSA_ORCID_EMULATOR_SP entry (the shipped YAML) is ignored
+        orcid_requesters=root.list("orcid_requesters", DEFAULT_ORCID_REQUESTERS, skip_blank=True),
         redirect_base=(
             _check_url(root, "redirect_base", root.str("redirect_base"), https_only=False)
             if root.has("redirect_base")

@@ -16,7 +16,8 @@ Ctrl-C (or SIGTERM). With ``--once`` it runs one scripted login through the real
 endpoints (a ``requests`` session that trusts the generated TLS cert), prints only
 ``{"attributes": {...}}`` (what the SP received) on stdout, progress on stderr, and exits 0
 only when eduPersonOrcid arrived. ``--journey connect`` plays ORCID's Institutional Connect
-first and then the login. Every process it started is stopped in all cases. Exit status:
+first (sign in at the emulator "with your institution" through the proxy's SAML frontend, link
+the ORCID account, press "Connect" on ORCID's notification, grant) and then the login. Every process it started is stopped in all cases. Exit status:
 0 ok, 1 failure, 2 bad usage or a port already in use (one ``error:`` line naming the port).
 
     python -m satosa_orcid_plugin.devstack.demo [--once] [--root DIR] [--port-base N] [--journey login|connect]
@@ -372,9 +373,13 @@ def scripted_login(layout: DemoLayout, *, user: str = DEFAULT_IDP_USER, log: Cal
                    orcid_action: str = "Authorize access", journey: str = "login", browser=None) -> dict:
     """Log in at the demo SP through the proxy, the demo IdP and the ORCID emulator.
 
-    ``journey="connect"`` first plays ORCID's Institutional Connect: the researcher starts
-    on ORCID (the emulator's connect link), grants access, and is sent to the proxy's
-    ``orcid/connect``; the login that follows confirms the pending link.
+    ``journey="connect"`` first plays ORCID's Institutional Connect: the researcher signs in
+    at ORCID (the emulator) "with your institution", i.e. through the proxy's SAML frontend
+    and the IdP (the proxy sees an ORCID requester: no hop, the sign-in marker is set), links
+    the demo ORCID account, presses "Connect" on ORCID's notification (the state-less authorize
+    URL), grants, and ORCID sends the browser to the proxy's ``orcid/connect``, which verifies
+    and binds the iD on the spot ("Your ORCID iD is connected"). The login that follows gets
+    the iD without any ORCID step.
     Returns the JSON the SP page embeds (``{"attributes": ..., "attribute_names": ...}``).
     """
     from .demo_sp import extract_released
@@ -383,12 +388,20 @@ def scripted_login(layout: DemoLayout, *, user: str = DEFAULT_IDP_USER, log: Cal
     browser = browser or ScriptedBrowser(verify=str(layout.tls_cert), log=log)
     walker = PageWalker(layout, browser, user=user, orcid_action=orcid_action, log=log)
     if journey == "connect":
-        log(f"Institutional Connect: start on ORCID ({layout.emulator_url}/_emulator/connect)")
-        r = browser.get(f"{layout.emulator_url}/_emulator/connect",
-                        params={"client_id": layout.orcid_client_id, "orcid": DEMO_ORCID_ID})
+        log(f"Institutional Connect: sign in at ORCID ({layout.emulator_url}/signin) through the institution")
+        r = browser.get(f"{layout.emulator_url}/signin")
+        r.raise_for_status()
+        log("- ORCID: 'Sign in with your institution'")
+        r = browser.follow_link(r, "Sign in with your institution")
+        at_notification = _at_connect_notification(layout)
+        r = walker.walk(r, at_notification)
+        if not at_notification(r):
+            raise BrowserError(f"expected ORCID's connect notification, got {r.status_code} at {r.url}: {_title(r.text)!r}")
+        log("- ORCID's notification 'Connecting your institutional account': 'Connect'")
+        r = browser.get(_connect_button_url(r))
         r = walker.walk(r)
         if not r.url.startswith(layout.proxy_base) or r.status_code != 200:
-            raise BrowserError(f"Institutional Connect ended at {r.status_code} {r.url}")
+            raise BrowserError(f"Institutional Connect ended at {r.status_code} {r.url}: {_title(r.text)!r}")
         log(f"- the proxy says: {_title(r.text)!r}")
     elif journey != "login":
         raise ValueError(f"unknown journey {journey!r}")
@@ -401,6 +414,20 @@ def scripted_login(layout: DemoLayout, *, user: str = DEFAULT_IDP_USER, log: Cal
     if not _at_sp_result(layout)(r):
         raise BrowserError(f"expected the SP's result page, got {r.status_code} at {r.url}: {_title(r.text)!r}")
     return extract_released(r.text)
+
+
+def _at_connect_notification(layout: DemoLayout):
+    return lambda r: r.url.startswith(layout.emulator_url) and 'id="connect-institution"' in r.text
+
+
+def _connect_button_url(r) -> str:
+    """The href of the "Connect" button of ORCID's notification (it opens in a new tab)."""
+    from urllib.parse import urljoin
+
+    from bs4 import BeautifulSoup
+
+    link = BeautifulSoup(r.text, "html.parser").find("a", id="connect-institution")
+    return urljoin(r.url, link["href"])
 
 
 def _title(page: str) -> str:
@@ -424,6 +451,7 @@ def _banner(layout: DemoLayout) -> str:
             "",
             f"  Institutional login (demo IdP): {users} / password {DEMO_PASSWORD}",
             f"  ORCID sign-in (emulator):       {DEMO_ORCID_ID} / password {DEMO_ORCID_PASSWORD}",
+            f"  Institutional Connect:          {layout.emulator_url}/signin -> 'Sign in with your institution'",
             f"  Proxy:    {layout.proxy_base} (self-signed certificate {layout.tls_cert};",
             "            accept it in the browser, or trust that file)",
             f"  Emulator: {layout.emulator_url}   IdP: {layout.idp_base}   SP: {layout.sp_base}",
@@ -515,7 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="proxy N, emulator N+1, IdP N+2, SP N+3 (default 8443, 8090, 8091, 8092)")
     parser.add_argument("--journey", choices=JOURNEYS, default="login",
                         help="with --once: login (the ORCID hop during a login) or connect "
-                             "(ORCID Institutional Connect first, then a login)")
+                             "(ORCID Institutional Connect first: institutional sign-in at ORCID "
+                             "through the proxy, connect, grant; then a login)")
     args = parser.parse_args(argv)
     try:
         ports = DemoPorts.from_base(args.port_base) if args.port_base is not None else DemoPorts()

@@ -14,6 +14,8 @@ Endpoints (relative to ``issuer``):
   ``GET /oauth/jwks``, ``GET /.well-known/openid-configuration``, ``GET /v3.0/{orcid}/record|person``
 * test control: ``/_emulator/faults`` (GET, POST, DELETE), ``/_emulator/requests`` (GET, DELETE),
   ``POST /_emulator/revoke``, ``GET /_emulator/connect``, ``GET /_emulator/health``
+* ORCID's SAML SP (institutional sign-in, connect notification), when mounted:
+  emulator_saml_sp.py (``GET /signin``, ``/signin/institution``, ``/Shibboleth.sso/...``, ``/my-orcid``)
 
 It only ever listens on loopback (:func:`serve_in_thread`) and refuses an issuer on orcid.org.
 All state lives in memory behind one lock: run it as a single process (threads are fine).
@@ -330,6 +332,7 @@ class Emulator:
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, _Session] = {}
         self._jinja = _templates()
+        self.saml_sp: Any = None  # emulator_saml_sp.EmulatorSamlSp, when mounted
 
     # ---- public helpers for tests ----
     def issue_code_for(
@@ -407,6 +410,8 @@ class Emulator:
         path = request.path.rstrip("/") or "/"
         if path.startswith("/_emulator/"):
             return self._admin(request, path)
+        if self.saml_sp is not None and self.saml_sp.handles(request.method, path):
+            return self.saml_sp(request)
         if MemberApi.handles(path):  # employment / education: emulator_member_api.py
             endpoint, handler, methods = "api", "_member_api", ("GET", "POST", "PUT", "DELETE")
         elif path.startswith("/v3.0/"):
@@ -587,6 +592,7 @@ class Emulator:
             action=self._url(request, "/signin"), pending=pending.id,
             username=username or prefill.get("orcid") or prefill.get("email", ""),
             prefill=register if any(register.values()) else None, accounts=accounts, demo_password=DEMO_PASSWORD,
+            institutional_url=self._url(request, self.saml_sp.start_url(pending.id)) if self.saml_sp else None,
         )
 
     def _take_pending(self, request: Request, *, pop: bool) -> _Pending:
@@ -1046,6 +1052,7 @@ def make_app_from_env() -> Emulator:
     ``ORCID_EMULATOR_ISSUER`` (default ``http://127.0.0.1:8090``), ``ORCID_EMULATOR_CLIENTS``
     (JSON list of ClientRegistration objects, required), optional ``ORCID_EMULATOR_SIGNING_KEY``
     (path to a PEM RSA key, so restarts keep the kid) and ``ORCID_EMULATOR_CODE_TTL`` (seconds).
+    ``ORCID_EMULATOR_SAML_*`` mount ORCID's SAML SP (see ``emulator_saml_sp.mount_from_env``).
     Run a single worker process: the state is in memory.
     """
     issuer = os.environ.get("ORCID_EMULATOR_ISSUER", "http://127.0.0.1:8090")
@@ -1066,4 +1073,8 @@ def make_app_from_env() -> Emulator:
         with open(key_path, "rb") as fh:
             key = fh.read()
     code_ttl = int(os.environ.get("ORCID_EMULATOR_CODE_TTL", "600"))
-    return Emulator(issuer, clients, code_ttl=code_ttl, signing_key=key)
+    app = Emulator(issuer, clients, code_ttl=code_ttl, signing_key=key)
+    from .emulator_saml_sp import mount_from_env  # ORCID_EMULATOR_SAML_*: ORCID's SAML SP
+
+    mount_from_env(app)
+    return app

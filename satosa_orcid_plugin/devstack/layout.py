@@ -1,9 +1,11 @@
 """Everything the demo (and the flow tests) need on disk, derived from one directory and four ports.
 
-``DemoLayout(root, ports)`` creates keys, SAML metadata of the demo SP, the demo IdP and the
-proxy, the OIDC client database, the secrets, the SQLite URL of the link store and the ORCID
-emulator's client registration, and :meth:`DemoLayout.env` returns the environment variables
-that ``proxy_conf/`` and the emulator read. Nothing here touches ``os.environ`` or the
+``DemoLayout(root, ports)`` creates keys, SAML metadata of the demo SP, the demo IdP, the
+ORCID emulator's SAML SP (ORCID's institutional sign-in, trusted by the proxy next to the demo
+SP and listed as an ORCID requester) and the proxy, the OIDC client database, the secrets,
+the SQLite URL of the link store and the ORCID emulator's client registration, and
+:meth:`DemoLayout.env` returns the environment variables that ``proxy_conf/`` and the
+emulator read. Nothing here touches ``os.environ`` or the
 working directory, so tests can build as many layouts as they like, in parallel.
 
 >>> import tempfile, pathlib
@@ -194,7 +196,10 @@ class DemoLayout:
 
         self.keys_dir = self.root / "keys"
         self.metadata_dir = self.root / "metadata"
-        self.sp_metadata = self.metadata_dir / "sp.xml"
+        # The SPs the proxy's SAML frontend trusts: a directory (SATOSA_SP_METADATA).
+        self.trusted_sps_dir = self.metadata_dir / "sps"
+        self.sp_metadata = self.trusted_sps_dir / "sp.xml"
+        self.emulator_sp_metadata = self.trusted_sps_dir / "orcid-emulator-sp.xml"
         self.idp_metadata = self.metadata_dir / "idp.xml"
         self.proxy_frontend_metadata = self.metadata_dir / "proxy-frontend.xml"
         self.proxy_backend_metadata = self.metadata_dir / "proxy-backend.xml"
@@ -262,6 +267,13 @@ class DemoLayout:
     @property
     def sp_entity_id(self) -> str:
         return f"{self.sp_base}/sp.xml"
+
+    @property
+    def emulator_sp_entity_id(self) -> str:
+        """The ORCID emulator's SAML SP (its ``https://orcid.org/saml2/sp/1``)."""
+        from .emulator_saml_sp import default_entity_id
+
+        return default_entity_id(self.emulator_url)
 
     @property
     def proxy_idp_entity_id(self) -> str:
@@ -361,7 +373,7 @@ class DemoLayout:
             "SATOSA_BACKEND_KEY": str(k.backend.key_path),
             "SATOSA_BACKEND_CERT": str(k.backend.cert_path),
             "SATOSA_OIDC_SIGNING_KEY": str(k.oidc.key_path),
-            "SATOSA_SP_METADATA": str(self.sp_metadata),
+            "SATOSA_SP_METADATA": str(self.trusted_sps_dir),
             "SATOSA_IDP_METADATA": str(self.idp_metadata),
             "SATOSA_OIDC_CLIENTS": str(self.oidc_clients_path),
             "SATOSA_OIDC_DB_URI": self.oidc_db_uri,
@@ -372,9 +384,16 @@ class DemoLayout:
             "ORCID_CLIENT_SECRET": self.orcid_client_secret,
             "SATOSA_ORCID_DATABASE_URL": self.database_url,
             "SATOSA_ORCID_TOKEN_KEYS": self.secrets["token_key"],
+            # orcid_requesters in plugins/microservices/orcid.yaml: the emulator plays ORCID's SAML SP
+            "SATOSA_ORCID_EMULATOR_SP": self.emulator_sp_entity_id,
             "ORCID_EMULATOR_ISSUER": self.emulator_url,
             "ORCID_EMULATOR_CLIENTS": json.dumps(self.emulator_clients()),
             "ORCID_EMULATOR_SIGNING_KEY": str(k.emulator.key_path),
+            "ORCID_EMULATOR_SAML_ENTITY_ID": self.emulator_sp_entity_id,
+            "ORCID_EMULATOR_SAML_KEY": str(k.emulator_sp.key_path),
+            "ORCID_EMULATOR_SAML_CERT": str(k.emulator_sp.cert_path),
+            "ORCID_EMULATOR_SAML_IDP_METADATA": str(self.proxy_frontend_metadata),
+            "ORCID_EMULATOR_SAML_IDP_CLIENTS": json.dumps({self.proxy_idp_entity_id: self.orcid_client_id}),
             LAYOUT_ENV: str(self.root),
         }
 
@@ -414,6 +433,16 @@ class DemoLayout:
                 }
             },
         }
+
+    def emulator_sp_saml_config(self, *, with_metadata: bool = True) -> dict[str, Any]:
+        """pysaml2 SP config of the ORCID emulator's SAML SP (trusts the proxy's frontend)."""
+        from .emulator_saml_sp import saml_sp_config
+
+        return saml_sp_config(
+            issuer=self.emulator_url, entity_id=self.emulator_sp_entity_id,
+            key_file=str(self.keys.emulator_sp.key_path), cert_file=str(self.keys.emulator_sp.cert_path),
+            idp_metadata=[str(self.proxy_frontend_metadata)] if with_metadata else [],
+        )
 
     def idp_saml_config(self, *, with_metadata: bool = True) -> dict[str, Any]:
         """pysaml2 IdP config of the demo institutional IdP (trusts the proxy's backend)."""
@@ -491,6 +520,7 @@ class DemoLayout:
         for path, conf in (
             (self.sp_metadata, self.sp_saml_config(with_metadata=False)),
             (self.idp_metadata, self.idp_saml_config(with_metadata=False)),
+            (self.emulator_sp_metadata, self.emulator_sp_saml_config(with_metadata=False)),
         ):
             _write_text(path, str(entity_descriptor(Config().load(conf))))
 
@@ -517,4 +547,5 @@ def _pki_paths(directory: Path) -> DemoPki:
     def pair(name: str) -> KeyPair:
         return KeyPair(directory / f"{name}.key", directory / f"{name}.crt")
 
-    return DemoPki(**{role: pair(role) for role in ("frontend", "backend", "oidc", "idp", "sp", "tls", "emulator")})
+    roles = ("frontend", "backend", "oidc", "idp", "sp", "tls", "emulator", "emulator_sp")
+    return DemoPki(**{role: pair(role.replace("_", "-")) for role in roles})

@@ -48,6 +48,7 @@ class DemoPki:
     sp: KeyPair  # demo service provider
     tls: KeyPair  # HTTPS listener of the proxy on 127.0.0.1 / localhost
     emulator: KeyPair  # ORCID emulator id_token signing key (kept across restarts: stable kid)
+    emulator_sp: KeyPair  # ORCID emulator's SAML SP (ORCID's institutional sign-in)
 
 
 def generate_key(bits: int = KEY_SIZE) -> rsa.RSAPrivateKey:
@@ -159,4 +160,5 @@ def generate_demo_pki(directory: Path, *, reuse: bool = True) -> DemoPki:
         sp=pair("sp", "satosa-orcid demo SP"),
         tls=pair("tls", "127.0.0.1", dns_names=["localhost"], ip_addresses=["127.0.0.1"]),
         emulator=pair("emulator", "satosa-orcid ORCID emulator signing"),
+        emulator_sp=pair("emulator-sp", "satosa-orcid ORCID emulator SAML SP"),
     )

@@ -75,7 +75,9 @@ def test_demo_names_the_port_that_is_taken(tmp_path):
 
 
 def test_demo_once_institutional_connect_journey(tmp_path):
-    """ORCID's Institutional Connect first (ORCID -> proxy /orcid/connect), then a login confirms it."""
+    """ORCID's Institutional Connect first: institutional sign-in at ORCID (the emulator's SAML
+    SP) through the proxy, which sets the sign-in marker, so ORCID's state-less redirect to
+    /orcid/connect binds the iD on the spot; the login that follows needs no ORCID step."""
     base = free_port_base()
     done = subprocess.run(
         [*DEMO, "--once", "--journey", "connect", "--root", str(tmp_path / "demo"), "--port-base", str(base)],
@@ -83,4 +85,9 @@ def test_demo_once_institutional_connect_journey(tmp_path):
     )
     assert done.returncode == 0, f"exit {done.returncode}\nstderr:\n{done.stderr[-4000:]}"
     assert json.loads(done.stdout)["attributes"]["eduPersonOrcid"] == ["https://orcid.org/0000-0002-1825-0097"]
-    assert "confirm the pending link" in done.stderr
+    err = done.stderr
+    assert f"POST http://127.0.0.1:{base + 1}/Shibboleth.sso/SAML2/POST -> 200" in err  # SAML through the proxy
+    assert "'Your ORCID iD is connected'" in err  # bound at once: the marker named the user
+    assert "confirm the pending link" not in err
+    login = err[err.index("Login at the demo SP"):]
+    assert f"127.0.0.1:{base + 1}" not in login  # the login after it never visits ORCID
