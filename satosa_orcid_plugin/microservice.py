@@ -81,8 +81,23 @@ class OrcidRequestHint(RequestMicroService):
 
     def process(self, context: Context, data: InternalData) -> Any:
         requested = self.attribute in (data.attributes or [])
-        context.state[HINT_STATE_KEY] = {"requested": bool(requested)}
+        hint: dict[str, Any] = {"requested": bool(requested)}
+        name = _display_name(data.requester_name)
+        if name:
+            hint["name"] = name[:80]  # for the interstitial; the response side has no requester name
+        context.state[HINT_STATE_KEY] = hint
         return super().process(context, data)
+
+
+def _display_name(names: Any) -> str | None:
+    """The English (or first) display name from SATOSA's ``requester_name`` list."""
+    if not isinstance(names, list):
+        return None
+    texts = [(n.get("lang"), n.get("text")) for n in names if isinstance(n, dict) and n.get("text")]
+    for lang, text in texts:
+        if lang == "en":
+            return str(text)
+    return str(texts[0][1]) if texts else None
 
 
 class OrcidConnect(ResponseMicroService):
@@ -151,7 +166,8 @@ class OrcidConnect(ResponseMicroService):
         self._metric("hop_started", "interstitial" if self.config.interstitial.enabled else "redirect")
         if self.config.interstitial.enabled:
             self._log(context, logging.INFO, "not linked: showing the ORCID interstitial")
-            return self._interstitial(data, state, decision.required, user_key, lang)
+            name = hint.get("name") if isinstance(hint, dict) else None
+            return self._interstitial(data, state, decision.required, user_key, lang, name)
         self._log(context, logging.INFO, "not linked: sending the researcher to ORCID")
         return Redirect(self._hop_url(data, state, nonce, lang))
 
@@ -309,8 +325,11 @@ class OrcidConnect(ResponseMicroService):
         except OrcidPluginError as exc:
             self.service.discard_pending(handle)
             self._log(context, logging.WARNING, f"connect verification failed: {exc.code} (ref {reference})")
-            message = ("The ORCID account you are signed in with is not the one that sent this link."
-                       if exc.code == "connect_mismatch" else "ORCID did not confirm this connection.")
+            message = {
+                "connect_mismatch": "The ORCID account you are signed in with is not the one that sent this link.",
+                "link_conflict": "This ORCID iD is already connected to another account at "
+                                 f"{self.config.interstitial.institution}. Please contact the help desk.",
+            }.get(exc.code, "ORCID did not confirm this connection.")
             return self._error_page(context, reference, "Your ORCID iD could not be connected", message,
                                     "400 Bad Request", headers=[clear_cookie(self.marker_cookie, path=self.cookie_path,
                                                                              secure=self.secure)])
@@ -433,11 +452,12 @@ class OrcidConnect(ResponseMicroService):
         return self.service.hop_url(redirect_uri=self.redirect_uri, state=state, nonce=nonce,
                                     prefill=self._prefill(data), lang=lang)
 
-    def _interstitial(self, data: InternalData, state: str, required: bool, user_key: str | None, lang: str) -> Response:
+    def _interstitial(self, data: InternalData, state: str, required: bool, user_key: str | None, lang: str,
+                      metadata_name: str | None = None) -> Response:
         t = Translator(lang)
         cfg = self.config.interstitial
-        service = cfg.service_names.get(data.requester or "") or urlsplit(data.requester or "").hostname \
-            or data.requester or "This service"
+        service = cfg.service_names.get(data.requester or "") or metadata_name \
+            or urlsplit(data.requester or "").hostname or data.requester or "This service"
         body = pages.render("interstitial.html", cfg.templates_dir, t=t, lang=t.lang, service=service,
                             institution=cfg.institution, required=required, user=user_key, state=state,
                             action=f"{self.endpoint_base}/choice")

@@ -59,7 +59,6 @@ class PendingLinks:
         now = self.store._now()
         cipher = self.store.cipher
         with self.store._session(write=True) as session:
-            session.execute(sa.delete(PendingRow).where(PendingRow.expires_at <= now))
             session.add(PendingRow(
                 handle_hash=_hash(handle), orcid=orcid.value, environment="sandbox" if orcid.sandbox else "production",
                 verified=verified, access_token_enc=cipher.encrypt(tokens.access_token),
@@ -106,6 +105,24 @@ class PendingLinks:
             if not deleted.rowcount:
                 return None  # someone else took it concurrently
         return pending
+
+    def take_expired(self, limit: int = 50) -> list[TokenSet]:
+        """Remove pending links that expired unfinished; returns their tokens so the caller
+        can revoke them at ORCID (nothing we no longer hold stays valid there)."""
+        now = self.store._now()
+        cipher = self.store.cipher
+        with self.store._session(write=True) as session:
+            rows = session.scalars(
+                sa.select(PendingRow).where(PendingRow.expires_at <= now).limit(limit).with_for_update(skip_locked=True)
+            ).all()
+            tokens = []
+            for row in rows:
+                try:
+                    tokens.append(TokenSet(access_token=cipher.decrypt(row.access_token_enc)))
+                except Exception:  # a key that was rotated away: nothing left to revoke with
+                    pass
+                session.delete(row)
+        return tokens
 
     def delete(self, handle: str | None) -> None:
         if handle:

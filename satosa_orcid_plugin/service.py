@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from .config import PluginConfig
-from .errors import ConnectMismatch, MissingFlowState, NotFound, OrcidError, StateMismatch
+from .errors import ConnectMismatch, LinkConflict, MissingFlowState, NotFound, OrcidError, StateMismatch
 from .orcid_client import Grant, OrcidClient
 from .orcid_id import OrcidId
 from .outbox import affiliation_link_extra, service_hook
@@ -153,8 +153,15 @@ class OrcidLinkService:
     def park(self, grant: Grant, *, verified: bool = False) -> str:
         """Keep a grant whose institutional user is not known yet; returns the cookie handle."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
+        self.reap_pending()
         return self.pending.create(grant.orcid, tokens, name=grant.name, amr=grant.amr,
                                    ttl=self.config.connect.pending_ttl_seconds, verified=verified)
+
+    def reap_pending(self) -> int:
+        """Revoke and forget pending links nobody finished in time."""
+        expired = self.pending.take_expired()
+        self._revoke_quietly(*(t.access_token for t in expired))
+        return len(expired)
 
     def verify_connect(self, handle: str, fresh: Grant) -> Pending:
         """Bind only when the state-protected grant names the same iD as the state-less one.
@@ -182,10 +189,14 @@ class OrcidLinkService:
         pending = self.pending.take(handle)
         if pending is None or not pending.verified:
             return None
-        link = self.store.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
-                               environment=self.environment, session_id=session_id,
-                               on_conflict=self.config.on_conflict,
-                               extra=affiliation_link_extra(self, attributes or {}))
+        try:
+            link = self.store.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
+                                   environment=self.environment, session_id=session_id,
+                                   on_conflict=self.config.on_conflict,
+                                   extra=affiliation_link_extra(self, attributes or {}))
+        except LinkConflict:
+            self._revoke_quietly(pending.tokens.access_token)  # we keep nothing we cannot use
+            raise
         self.store.clear_decision(user_key)
         return link
 

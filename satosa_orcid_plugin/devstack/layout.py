@@ -430,6 +430,8 @@ class DemoLayout:
                     "name_id_format_allow_create": True,
                     # RequestedAttributes in metadata: the proxy releases only these.
                     "optional_attributes": list(DEMO_ATTRIBUTE_NAMES) + ["eduPersonOrcid"],
+                    # mdui:DisplayName: the name the proxy's interstitial shows for this service.
+                    "ui_info": {"display_name": [{"text": "Demo Research Portal", "lang": "en"}]},
                 }
             },
         }

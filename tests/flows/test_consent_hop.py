@@ -121,6 +121,8 @@ def test_interstitial_speaks_the_browsers_language_and_passes_it_to_orcid(
     soup = BeautifulSoup(page, "html.parser")
     assert soup.html["lang"] == "de"
     assert "ORCID iD verbinden" in page
+    # who asks (the SP's mdui:DisplayName, via the orcid_hint request micro-service) and who collects
+    assert "Demo Research Portal" in page and "Demo University" in page
     for button in soup.find_all("button"):
         assert button.get_text(strip=True)  # every button has a visible label
     assert "http" not in "".join(str(t) for t in soup.find_all(["link", "script", "img"]))  # no external assets

@@ -173,3 +173,36 @@ def test_connect_and_callback_only_answer_get(satosa_app):
         assert satosa_app.post(path, data={"code": "x"}).status_code == 405
     for path in ("/orcid/choice", "/orcid/confirm"):
         assert satosa_app.get(path).status_code == 405
+
+
+def test_connect_for_an_id_held_by_another_user_says_so_and_keeps_no_token(
+    orcid_signin_app, satosa_app, demo_sp, demo_layout, start_login, idp_respond, sp_receive, connect_link,
+    orcid_consent, orcid_emulator,
+):
+    from test_consent_hop import to_orcid
+
+    # bob links Josiah's iD through a normal hop first
+    start_login(satosa_app, demo_sp)
+    satosa_app.get(path_and_query(orcid_consent(to_orcid(satosa_app, idp_respond(satosa_app, "bob")))))
+    assert str(stored_link(demo_layout, "bob@demo.example.org").orcid) == JOSIAH
+    bobs_tokens = {t.access_token for t in orcid_emulator.tokens(orcid=JOSIAH)}
+    # then alice signs in to ORCID through the proxy and connects the same ORCID account
+    start_login(orcid_signin_app, demo_sp)
+    sp_receive(idp_respond(orcid_signin_app, "alice"), demo_sp)
+    result = verify_at_orcid(orcid_signin_app, orcid_signin_app.get(path_and_query(connect_link())), orcid_consent)
+    assert result.status_code == 400
+    assert "already connected to another account" in page_of(result).get_text()
+    assert stored_link(demo_layout) is None
+    assert {t.access_token for t in orcid_emulator.tokens(orcid=JOSIAH)} == bobs_tokens  # none of alice's left
+
+
+def test_an_abandoned_pending_link_is_revoked_when_it_expires(
+    satosa_config, demo_layout, connect_link, orcid_emulator,
+):
+    client = app_with(satosa_config, connect={"pending_ttl": 0})
+    first = client.get(path_and_query(connect_link()))  # the browser never comes back from ORCID
+    assert first.status_code == 302
+    assert len(orcid_emulator.tokens(orcid=JOSIAH)) == 1
+    # the next connect (anyone's) reaps it: the abandoned token is revoked at ORCID
+    client.get(path_and_query(connect_link(orcid=SOFIA)))
+    assert orcid_emulator.tokens(orcid=JOSIAH) == []

@@ -34,7 +34,8 @@ def test_proxy_conf_resolves_every_setting_from_the_environment(satosa_config, d
         "saml": ["eduPersonOrcid"],
         "openid": ["eduperson_orcid"],
     }
-    (orcid,) = satosa_config["MICRO_SERVICES"]
+    hint, orcid = satosa_config["MICRO_SERVICES"]
+    assert hint["module"] == "satosa_orcid_plugin.OrcidRequestHint"
     assert orcid["module"] == "satosa_orcid_plugin.OrcidConnect" and orcid["name"] == "orcid"
     assert orcid["config"]["orcid"] == {
         "environment": "emulator",
