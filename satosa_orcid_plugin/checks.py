@@ -9,6 +9,7 @@ from typing import Any, Iterator
 from .config import parse_config
 from .config_files import PLUGIN_MODULES, load_yaml
 from .errors import ConfigError
+from .hardening import check_config_warnings
 
 RESERVED_STATE_KEYS = {"SATOSA_BASE", "ROUTER", "SESSION_ID", "CONSENT"}
 
@@ -96,6 +97,7 @@ def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
                         warnings.append(f"FRONTEND_MODULES[{f.get('name')}].config.provider.extra_scopes: no scope "
                                         f"releases {claim!r} (add orcid: [{claim}])")
         warnings.extend(_orcid_identifier_warnings(frontends, attrs, plugins))
+        warnings.extend(check_config_warnings(conf, attrs, frontends, backends, plugins))  # state cookie size
         if conf.get("COOKIE_HTTPONLY") is not True:
             warnings.append("COOKIE_HTTPONLY: set it to true (SATOSA's default leaves the state cookie readable by scripts)")
         if conf.get("COOKIE_SECURE", True) is not True:

@@ -439,6 +439,10 @@ class Store:
                 detail=json.dumps(clean, default=str, sort_keys=True) if clean else None,
             )
         )
+        from .audit_log import emit_after_commit  # the same event as one JSON log line, after commit
+
+        emit_after_commit(session, event, at=self._now(), user_key=user_key, orcid=orcid, session_id=session_id,
+                          instance=self.instance[:255], detail=clean)
 
     def _put_tokens(self, session: Session, link_id: int, tokens: TokenSet, now: datetime) -> None:
         row = session.get(TokenRow, link_id)

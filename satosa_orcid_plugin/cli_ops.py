@@ -1,0 +1,106 @@
+"""Operations commands of ``satosa-orcid``: ``metrics serve`` and ``health``.
+
+    satosa-orcid [--config proxy_conf.yaml] metrics serve --port 9100 [--host 0.0.0.0] [--token-file F]
+    satosa-orcid health [--url http://127.0.0.1:8000/orcid/health]
+
+``metrics serve`` is the only way metrics leave the process: off unless started, on its own
+port (never the proxy's), optionally behind a bearer token (``--token-file`` or
+``$SATOSA_ORCID_METRICS_TOKEN``). Under gunicorn it serves the samples every worker wrote
+to ``$PROMETHEUS_MULTIPROC_DIR``; with a database (``--config`` or
+``$SATOSA_ORCID_DATABASE_URL``) it adds link counts and the affiliation outbox depth and age.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+HEALTH_URL_ENV = "SATOSA_ORCID_HEALTH_URL"
+DEFAULT_HEALTH_URL = "http://127.0.0.1:8000/orcid/health"
+
+
+class _Group(click.Group):
+    """The plugin's own errors as one line on stderr and exit 1 (as the main CLI does)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import OrcidPluginError
+
+        try:
+            return super().invoke(ctx)
+        except OrcidPluginError as exc:
+            click.echo(f"satosa-orcid: {exc.message}", err=True)
+            sys.exit(1)
+
+
+@click.group("metrics", cls=_Group)
+def metrics_group() -> None:
+    """Prometheus metrics (off unless served)."""
+
+
+@metrics_group.command("serve")
+@click.option("--port", type=int, required=True, help="Port of the metrics endpoint (not the proxy's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File holding a bearer token scrapers must send (or $SATOSA_ORCID_METRICS_TOKEN).")
+@click.option("--no-database", is_flag=True, help="Do not read link and outbox gauges from the database.")
+@click.pass_obj
+def metrics_serve(obj: Any, port: int, host: str, token_file: str | None, no_database: bool) -> None:
+    """Serve /metrics until SIGTERM or Ctrl-C."""
+    from . import metrics
+
+    token = None
+    if token_file:
+        token = open(token_file, encoding="utf-8").read().strip()
+    token = token or os.environ.get(metrics.TOKEN_ENV) or None
+    if not os.environ.get(metrics.MULTIPROC_ENV):
+        click.echo(f"warning: {metrics.MULTIPROC_ENV} is not set: only this process's metrics are served "
+                   "(set it for the proxy's gunicorn workers and here)", err=True)
+    store = None
+    if not no_database and (obj.config_path or os.environ.get("SATOSA_ORCID_CONFIG")
+                            or os.environ.get("SATOSA_ORCID_DATABASE_URL")):
+        store = obj.store()
+    try:
+        server = metrics.serve(port, host, token=token, store=store)
+    except OSError as exc:
+        click.echo(f"satosa-orcid: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"metrics on http://{host}:{server.port}/metrics"
+               + (" (bearer token required)" if token else ""), err=True)
+    stop.wait()
+    server.stop()
+
+
+@click.command("health")
+@click.option("--url", default=None, help=f"Health URL (default ${HEALTH_URL_ENV} or {DEFAULT_HEALTH_URL}).")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+@click.option("--insecure", is_flag=True, help="Do not verify the TLS certificate (a proxy with its own cert).")
+def health(url: str | None, timeout: float, insecure: bool) -> None:
+    """Exit 0 when the proxy's health endpoint answers 200 (the container HEALTHCHECK)."""
+    import requests
+
+    url = url or os.environ.get(HEALTH_URL_ENV) or DEFAULT_HEALTH_URL
+    try:
+        response = requests.get(url, timeout=timeout, verify=not insecure, allow_redirects=False)
+    except requests.RequestException as exc:
+        click.echo(f"unhealthy: {url}: {type(exc).__name__}", err=True)
+        sys.exit(1)
+    if response.status_code != 200:
+        click.echo(f"unhealthy: {url}: HTTP {response.status_code} {response.text[:200]}", err=True)
+        sys.exit(1)
+    click.echo("healthy")
+
+
+def register(main_group: click.Group) -> None:
+    """Add ``metrics`` and ``health`` to the ``satosa-orcid`` group."""
+    main_group.add_command(metrics_group)
+    main_group.add_command(health)
+
+
+__all__ = ["register", "metrics_group", "health"]

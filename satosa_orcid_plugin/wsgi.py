@@ -1,0 +1,41 @@
+"""The WSGI entry the image runs: SATOSA's own app behind :class:`~.hardening.RequestGuard`.
+
+    gunicorn -c python:satosa_orcid_plugin.gunicorn_conf satosa_orcid_plugin.wsgi:app
+
+Like ``satosa.wsgi:app`` it loads ``$SATOSA_CONFIG`` (default ``proxy_conf.yaml``) relative to
+the working directory (the gunicorn config changes into the file's directory). The app is
+built on first access of ``app``, so importing this module (tests, tools) loads nothing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .hardening import RequestGuard, plugin_names
+
+
+def create_app(satosa_config: Any = None) -> Callable:
+    """SATOSA's WSGI app for ``satosa_config`` (a ``SATOSAConfig``; default: ``$SATOSA_CONFIG``),
+    wrapped in the request guard for the plugin's endpoints."""
+    from satosa.proxy_server import make_app
+    from satosa.satosa_config import SATOSAConfig
+
+    if satosa_config is None:
+        satosa_config = SATOSAConfig(os.environ.get("SATOSA_CONFIG", "proxy_conf.yaml"))
+    return RequestGuard(make_app(satosa_config), plugin_prefixes=plugin_names(satosa_config),
+                        state_cookie=str(satosa_config.get("COOKIE_STATE_NAME") or "SATOSA_STATE"))
+
+
+_app: Callable | None = None
+
+
+def __getattr__(name: str) -> Any:
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)
+
+
+__all__ = ["create_app"]  # and "app", built on first access
