@@ -100,13 +100,19 @@ def sync_run(obj: Any, once: bool, lease: float | None, batch_size: int | None) 
         settings = dataclasses.replace(settings, sync=dataclasses.replace(settings.sync, **overrides))
     worker = SyncWorker.from_service(obj.service(), settings)
     if once:
-        click.echo(json.dumps(worker.run_once().as_dict()))
+        from .metrics import record_sync_report
+
+        report = worker.run_once()
+        record_sync_report(report)
+        click.echo(json.dumps(report.as_dict()))
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"affiliation sync worker {worker.owner} running (Ctrl-C to stop)", err=True)
-    worker.run_forever(stop)
+    from .metrics import record_sync_report
+
+    worker.run_forever(stop, on_report=record_sync_report)
 
 
 @sync_group.command("status")

@@ -333,9 +333,12 @@ class Outbox:
                 .values(put_code=put_code, updated_at=self._now())
             )
 
-    def complete(self, item: Item, *, put_code: int | None) -> bool:
-        """ORCID now holds ``item.desired`` (or nothing, after a delete)."""
+    def complete(self, item: Item, *, put_code: int | None, wrote: str | None = None) -> bool:
+        """ORCID now holds ``item.desired`` (or nothing, after a delete). ``wrote`` names what
+        we just did on the record (post, put, end, delete, adopt) for the audit trail."""
         now = self._now()
+        if wrote:
+            self._audit_write(item, wrote, put_code)
         ok = self._guarded(
             item, put_code=put_code, synced_hash=item.desired_hash, posted_at=None, status=self._after(item, DONE),
             attempts=0, last_error=None, next_attempt_at=now, lease_owner=None, lease_until=None, updated_at=now,
@@ -345,6 +348,14 @@ class Outbox:
             if put_code is not None:
                 self._store_put_code_if_missing(item, put_code)
         return ok
+
+    def _audit_write(self, item: Item, action: str, put_code: int | None) -> None:
+        try:
+            with self.store._session(write=True) as session:
+                self.store._audit_row(session, "affiliation_write", user_key=item.user_key, orcid=item.orcid,
+                                      session_id=None, detail={"kind": item.kind, "action": action, "put_code": put_code})
+        except OrcidPluginError as exc:  # the write itself is done; never lose it over the audit row
+            log.warning("affiliation item %d: audit row not written: %s", item.id, exc.code)
 
     def retry(self, item: Item, error: str, next_attempt_at: datetime) -> bool:
         return self._guarded(

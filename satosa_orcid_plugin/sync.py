@@ -132,7 +132,9 @@ class SyncWorker:
     ) -> "SyncWorker":
         """A worker over an ``OrcidLinkService``'s store and ORCID settings, with its own
         HTTP session (no transport retries) and the database rate limiter."""
-        client = client or OrcidClient(service.config.orcid, session=worker_session())
+        from .metrics import observe_orcid_request
+
+        client = client or OrcidClient(service.config.orcid, session=worker_session(), observer=observe_orcid_request)
         limiter = kwargs.pop("limiter", None) or RateLimiter(
             service.store, rate=settings.sync.rate_per_second, burst=settings.sync.burst
         )
@@ -238,10 +240,10 @@ class SyncWorker:
                 except OrcidApiError as exc:
                     if exc.status != 404:
                         raise
-                self.outbox.complete(item, put_code=None)
+                self.outbox.complete(item, put_code=None, wrote="delete")
                 report.deleted += 1
             elif self._put(item, put_code, token, report):
-                self.outbox.complete(item, put_code=put_code)
+                self.outbox.complete(item, put_code=put_code, wrote="end")
                 report.ended += 1
             return
 
@@ -258,7 +260,7 @@ class SyncWorker:
                 report.adopted += 1
                 adopted = True
             else:
-                self.outbox.complete(item, put_code=put_code)
+                self.outbox.complete(item, put_code=put_code, wrote="post")
                 report.posted += 1
                 return
 
@@ -267,7 +269,7 @@ class SyncWorker:
             report.unchanged += 1
             return
         if self._put(item, put_code, token, report):
-            self.outbox.complete(item, put_code=put_code)
+            self.outbox.complete(item, put_code=put_code, wrote="put")
             report.updated += 1
 
     def _put(self, item: Item, put_code: int, token: str, report: SyncReport) -> bool:

@@ -617,3 +617,22 @@ def test_the_database_bucket_allows_the_burst_then_the_rate(database_url, token_
     assert sum(1 for _ in range(8) if limiter.try_acquire() == 0.0) == 5
     assert limiter.acquire(timeout=0.0) is False
     store.dispose()
+
+
+
+def test_every_write_to_orcid_is_audited_with_a_json_log_line(env, caplog):
+    import json as _json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="satosa_orcid_plugin.audit")
+    env.link("alice@example.org", JOSIAH, FACULTY)
+    env.worker.run_once()
+    env.login("alice@example.org", {**FACULTY, "title": ["Dean"]})
+    env.worker.run_once()
+    writes = [e for e in env.store.audit_events(user_key="alice@example.org") if e["event"] == "affiliation_write"]
+    assert [e["detail"]["action"] for e in reversed(writes)] == ["post", "put"]
+    assert all(e["detail"]["kind"] == "employment" and e["detail"]["put_code"] for e in writes)
+    lines = [_json.loads(r.getMessage()) for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    assert [l["event"] for l in lines if l["event"] == "affiliation_write"] == ["affiliation_write"] * 2
+    token = env.store.tokens_for("alice@example.org").access_token
+    assert all(token not in r.getMessage() for r in caplog.records)
