@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .errors import OrcidPluginError
+from .cli_base import Group, fail as _fail
 
 ENV_DATABASE_URL = "SATOSA_ORCID_DATABASE_URL"
 ENV_TOKEN_KEYS = "SATOSA_ORCID_TOKEN_KEYS"
@@ -63,11 +63,6 @@ class Ctx:
         return self._service
 
 
-def _fail(message: str) -> None:
-    click.echo(f"satosa-orcid: {message}", err=True)
-    sys.exit(1)
-
-
 def _link_dict(link: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(link):
@@ -82,16 +77,6 @@ def _link_dict(link: Any) -> dict[str, Any]:
     if getattr(link, "orcid", None) is not None:
         out["orcid_uri"] = link.orcid.uri
     return out
-
-
-class Group(click.Group):
-    """Turns the plugin's own errors into one line on stderr and exit 1, never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except OrcidPluginError as exc:
-            _fail(exc.message)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,24 +19,15 @@ from typing import Any
 
 import click
 
+from .cli_base import Group
+
 HEALTH_URL_ENV = "SATOSA_ORCID_HEALTH_URL"
 DEFAULT_HEALTH_URL = "http://127.0.0.1:8000/orcid/health"
 
 
-class _Group(click.Group):
-    """The plugin's own errors as one line on stderr and exit 1 (as the main CLI does)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from .errors import OrcidPluginError
-
-        try:
-            return super().invoke(ctx)
-        except OrcidPluginError as exc:
-            click.echo(f"satosa-orcid: {exc.message}", err=True)
-            sys.exit(1)
 
 
-@click.group("metrics", cls=_Group)
+@click.group("metrics", cls=Group)
 def metrics_group() -> None:
     """Prometheus metrics (off unless served)."""
 

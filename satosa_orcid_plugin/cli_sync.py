@@ -15,25 +15,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import sys
 import threading
 from datetime import datetime, timezone
 from typing import Any
 
 import click
 
-from .errors import ConfigError, OrcidError, OrcidPluginError
+from .cli_base import Group
+
+from .errors import ConfigError, OrcidError
 
 
-class _Group(click.Group):
-    """The plugin's own errors become one line on stderr and exit 1, never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except OrcidPluginError as exc:
-            click.echo(f"satosa-orcid: {exc.message}", err=True)
-            sys.exit(1)
 
 
 def _settings(obj: Any) -> Any:
@@ -80,7 +72,7 @@ def _item_dict(item: Any) -> dict[str, Any]:
 
 
 # --- sync ------------------------------------------------------------------------------
-@click.group("sync", cls=_Group)
+@click.group("sync", cls=Group)
 def sync_group() -> None:
     """Write queued employment/education items to ORCID records."""
 
@@ -133,7 +125,7 @@ def sync_status(obj: Any, as_json: bool) -> None:
 
 
 # --- affiliations ----------------------------------------------------------------------
-@click.group("affiliations", cls=_Group)
+@click.group("affiliations", cls=Group)
 def affiliations_group() -> None:
     """What we hold for a researcher's record, and what ORCID holds."""
 

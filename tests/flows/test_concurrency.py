@@ -6,7 +6,7 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
-from conftest import path_and_query, sp_receive as read_sp
+from flowkit import path_and_query, sp_receive as read_sp
 from satosa.proxy_server import make_app
 from werkzeug.test import Client
 

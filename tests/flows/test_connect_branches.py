@@ -10,7 +10,7 @@ import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from conftest import html_form_fields, path_and_query
+from flowkit import html_form_fields, path_and_query
 from werkzeug.test import Client
 
 from test_consent_hop import app_with, plugin_config, stored_link, to_orcid

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
-from conftest import html_form_fields, path_and_query
+from flowkit import html_form_fields, path_and_query
 from satosa.proxy_server import make_app
 from werkzeug.test import Client
 

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
-from conftest import html_form_fields, path_and_query
+from flowkit import html_form_fields, path_and_query
 from werkzeug.test import Client
 
 from test_consent_hop import app_with, stored_link

@@ -6,7 +6,7 @@ import json
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from conftest import html_form_fields, path_and_query
+from flowkit import html_form_fields, path_and_query
 
 JOSIAH = "https://orcid.org/0000-0002-1825-0097"
 

@@ -15,7 +15,7 @@ from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import callback_path, hop, html_form_fields, orcid_consent
+from opskit import callback_path, hop, html_form_fields, orcid_consent
 from prometheus_client import REGISTRY
 
 CONNECT_TIMEOUT = 0.5

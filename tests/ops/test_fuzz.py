@@ -17,7 +17,7 @@ from collections import Counter
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from conftest import OPS_REPORT, fuzz_settings, hop
+from opskit import OPS_REPORT, fuzz_settings, hop
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import OPS_REPORT, html_form_fields, orcid_consent
+from opskit import OPS_REPORT, html_form_fields, orcid_consent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

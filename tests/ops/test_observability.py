@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import yaml
-from conftest import (callback_path, hop, html_form_fields, idp_respond_via, orcid_consent, plugin_config, sp_receive,
+from opskit import (callback_path, hop, html_form_fields, idp_respond_via, orcid_consent, plugin_config, sp_receive,
                       start_login_via)
 from prometheus_client import REGISTRY
 
