@@ -354,7 +354,9 @@ def test_server_errors_are_retried_with_backoff(env, status):
 
 def test_a_timed_out_post_that_orcid_did_store_is_not_posted_twice(env):
     client = OrcidClient(orcid_settings(env.emulator.issuer, read_timeout=0.3), session=worker_session())
-    env = replace(env, worker=SyncWorker(client, env.outbox, env.settings.sync))
+    # a backoff long enough that the retry is never due again inside the same run, however slow the machine
+    slow_retry = affiliation_settings(sync={"backoff_base": 30, "backoff_max": 60, "max_attempts": 3, "batch_size": 10})
+    env = replace(env, worker=SyncWorker(client, env.outbox, slow_retry.sync))
     env.link("alice@example.org", JOSIAH, FACULTY)
     env.emulator.faults.add(endpoint="api", kind="delay", seconds=0.6, times=1)
 
@@ -365,7 +367,7 @@ def test_a_timed_out_post_that_orcid_did_store_is_not_posted_twice(env):
     while not env.on_record(JOSIAH) and time.monotonic() < deadline:
         time.sleep(0.05)  # the emulator finishes the slow POST after we gave up
 
-    report = env.worker.run_once(now=datetime.now(timezone.utc) + timedelta(seconds=2))
+    report = env.worker.run_once(now=datetime.now(timezone.utc) + timedelta(seconds=120))
     assert report.adopted == 1
     assert len(env.on_record(JOSIAH)) == 1
     assert env.items()[0].status == DONE
