@@ -698,18 +698,18 @@ def test_delay_fault_slows_then_answers(server):
         requests.get(f"{running.url}/.well-known/openid-configuration", timeout=0.3)
     started = time.monotonic()
     requests.get(f"{running.url}/.well-known/openid-configuration", timeout=5)
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 0.9  # the one-shot 1 s delay is used up
 
 
 def test_serves_requests_concurrently(server):
     app, running = server
-    app.faults.add(endpoint="jwks", kind="delay", seconds=0.5, times=1)
+    app.faults.add(endpoint="jwks", kind="delay", seconds=2.0, times=1)
     slow = threading.Thread(target=requests.get, args=(f"{running.url}/oauth/jwks",), kwargs={"timeout": 5})
     slow.start()
     time.sleep(0.1)
     started = time.monotonic()
     assert requests.get(f"{running.url}/_emulator/health", timeout=5).status_code == 200
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < 1.0  # served while the slow request still waits
     slow.join()
 
 
