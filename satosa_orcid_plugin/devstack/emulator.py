@@ -281,6 +281,8 @@ def _kid_for(key: rsa.RSAPrivateKey) -> str:
     return "emulator-orcid-" + _b64url(thumb)[:32].lower()
 
 
+_TEMPLATE_LOCK = threading.Lock()
+
 def _templates() -> Environment:
     return Environment(
         loader=PackageLoader("satosa_orcid_plugin.devstack", "templates"),
@@ -467,7 +469,9 @@ class Emulator:
 
     # ---- pages ----
     def _render(self, template: str, status: int = 200, lang: str = "en", **context: Any) -> Response:
-        html = self._jinja.get_template(template).render(lang=lang.replace("_", "-"), **context)
+        with _TEMPLATE_LOCK:  # concurrent compiles trip CPython 3.11's python/cpython#106905
+            compiled = self._jinja.get_template(template)
+        html = compiled.render(lang=lang.replace("_", "-"), **context)
         return Response(html, status, content_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 

@@ -124,6 +124,10 @@ def stack(tmp_path_factory, ops_keys, ops_postgres_url):
 
 
 _local = threading.local()
+# pysaml2 builds its config (attribute maps, metadata) with compile()/exec; doing that in several
+# threads at once trips CPython 3.11's python/cpython#106905 ("AST constructor recursion depth
+# mismatch"). Build each thread's SP and IdP one at a time.
+_parties_lock = threading.Lock()
 
 
 def saml_parties(layout):
@@ -132,7 +136,8 @@ def saml_parties(layout):
         from satosa_orcid_plugin.devstack.demo_idp import DemoIdP
         from satosa_orcid_plugin.devstack.demo_sp import DemoSP
 
-        _local.parties = (DemoSP(layout), DemoIdP(layout))
+        with _parties_lock:
+            _local.parties = (DemoSP(layout), DemoIdP(layout))
     return _local.parties
 
 
