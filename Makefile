@@ -38,6 +38,8 @@ browser-deps: $(VENV)/.installed
 	  fi; }
 
 test: setup browser-deps
+	@# byte-compile first: threads importing fresh sources at once can trip CPython 3.11's cpython#106905
+	$(BIN)/python -m compileall -q satosa_orcid_plugin tests > /dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: setup
