@@ -23,7 +23,7 @@ Pure functions only (no database, no HTTP). The micro-service config gains an op
       start_date_attribute: null         # optional; default: the date of the link
       on_leave: end_date                 # end_date (PUT with end-date) | delete
       sync:                              # the worker (satosa-orcid sync run)
-        rate_per_second: 22              # shared by every worker; ORCID allows 24/s
+        rate_per_second: 23              # shared by every worker; ORCID allows 24/s
         burst: 36                        # ORCID allows bursts of 40
 
 Each item carries a ``self`` external id derived from the stored user key, the iD, the kind
@@ -166,7 +166,7 @@ class Organization:
 class SyncSettings:
     """How the worker runs. Rate limit numbers are totals across all workers and hosts."""
 
-    rate_per_second: float = 22.0
+    rate_per_second: float = 23.0
     burst: int = 36
     batch_size: int = 20
     poll_interval: float = 5.0
@@ -307,7 +307,7 @@ def _parse_kinds(s: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _parse_sync(s: Any) -> SyncSettings:
-    rate = s.number("rate_per_second", 22.0)
+    rate = s.number("rate_per_second", 23.0)
     if rate > ORCID_RATE_LIMIT:
         raise ConfigError(s.key("rate_per_second"), f"must not exceed ORCID's limit of {ORCID_RATE_LIMIT:g} requests/s")
     burst = int(s.number("burst", 36))

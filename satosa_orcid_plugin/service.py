@@ -129,7 +129,6 @@ class OrcidLinkService:
             on_conflict=self.config.on_conflict,
             extra=affiliation_link_extra(self, attributes or {}),
         )
-        self.store.clear_decision(user_key)
         return link
 
     def record_decline(self, user_key: str, decision: str = "not_now", *, session_id: str | None = None) -> None:
@@ -197,7 +196,6 @@ class OrcidLinkService:
         except LinkConflict:
             self._revoke_quietly(pending.tokens.access_token)  # we keep nothing we cannot use
             raise
-        self.store.clear_decision(user_key)
         return link
 
     def pending_for(self, handle: str | None) -> Pending | None:

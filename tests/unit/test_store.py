@@ -485,3 +485,17 @@ def test_an_expired_marker_no_longer_blocks(store):
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
     assert store.consume_once("state:old", past) is True
     assert store.consume_once("state:old", datetime.now(timezone.utc) + timedelta(minutes=1)) is True
+
+
+def test_head_revision_constant_matches_the_migrations(store):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from satosa_orcid_plugin.store import HEAD_REVISION, MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    assert store.schema_revision() == HEAD_REVISION
+    store.upgrade()  # a no-op on a current schema
+    assert store.schema_revision() == HEAD_REVISION
