@@ -270,7 +270,8 @@ def test_journey_3_institutional_sign_in_at_orcid_then_connect_binds_the_id(stac
 
         # Every service now gets the iD, and the login never goes near ORCID.
         to_orcid = []
-        context.on("request", lambda r: to_orcid.append(r.url) if r.url.startswith(layout.emulator_url) else None)
+        # (only this tab: the first tab still shows an ORCID page that may fetch e.g. a favicon late)
+        tab.on("request", lambda r: to_orcid.append(r.url) if r.url.startswith(layout.emulator_url) else None)
         tab.goto(f"{layout.sp_base}/")
         tab.get_by_role("link", name="Log in through the proxy").click()
         sign_in_at_idp(tab, layout, shots)
