@@ -30,7 +30,6 @@ import ipaddress
 import json
 import os
 import secrets
-import socket
 import string
 import threading
 import time
@@ -48,7 +47,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import InvalidOrcidId
 from ..orcid_id import OrcidId
-from .emulator_faults import DEFAULT_MALFORMED_BODY, DropConnection, FaultPlan, FaultRule
+from .emulator_faults import DEFAULT_MALFORMED_BODY, DropConnection, FaultPlan, FaultRule, drop_connection
 from .emulator_member_api import MemberApi, member_api_for
 
 __all__ = [
@@ -450,13 +449,7 @@ class Emulator:
         if rule is None:
             return None
         if rule.kind == "drop":
-            sock = environ.get("werkzeug.socket")
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            raise DropConnection()
+            drop_connection(environ)
         if rule.kind == "malformed":
             return Response(rule.params.get("body", DEFAULT_MALFORMED_BODY), 200,
                             content_type=rule.params.get("content_type", _JSON))

@@ -16,9 +16,10 @@ them up).
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 ENDPOINTS = ("token", "jwks", "userinfo", "revoke", "discovery", "api", "authorize", "*")
 RESPONSE_KINDS = ("delay", "status", "malformed", "drop")
@@ -52,6 +53,17 @@ class DropConnection(ConnectionResetError):
 
     def __init__(self) -> None:
         super().__init__(errno.ECONNRESET, "orcid emulator fault: connection dropped")
+
+
+def drop_connection(environ: dict) -> NoReturn:
+    """Close the client's TCP connection (where the server exposes it) and answer nothing."""
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    raise DropConnection()
 
 
 @dataclass

@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from werkzeug.wrappers import Request, Response
 
-from .emulator_faults import DropConnection
+from .emulator_faults import drop_connection
 
 if TYPE_CHECKING:  # pragma: no cover
     from .emulator import Emulator, Token
@@ -432,13 +431,7 @@ class MemberApi:
         if fault.kind == "delay":
             self._release.wait(fault.seconds)
             return
-        sock = request.environ.get("werkzeug.socket")
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        raise DropConnection()
+        drop_connection(request.environ)
 
     # --- rendering ----------------------------------------------------------------------
     def _render(self, item: AffiliationItem, *, summary: bool = False) -> dict[str, Any]:
