@@ -18,16 +18,15 @@ import hmac
 import html
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from .layout import DEMO_ATTRIBUTE_NAMES, DemoLayout
 from .webapp import PageApp
 
-if TYPE_CHECKING:
-    from .layout import DemoLayout
 
 __all__ = [
     "DEMO_SCOPE",
@@ -50,19 +49,6 @@ _PEOPLE: dict[str, tuple[str, str, str, str, tuple[str, ...]]] = {
 }
 DEMO_USERS: tuple[str, ...] = tuple(_PEOPLE)
 
-#: friendly names of the attributes the demo IdP releases
-DEMO_ATTRIBUTE_NAMES: tuple[str, ...] = (
-    "eduPersonPrincipalName",
-    "eduPersonUniqueId",
-    "givenName",
-    "sn",
-    "displayName",
-    "mail",
-    "eduPersonAffiliation",
-    "eduPersonScopedAffiliation",
-    "ou",
-    "title",
-)
 
 
 def demo_user_attributes(username: str) -> dict[str, list[str]]:
@@ -277,7 +263,5 @@ def post_form_body(action: str, fields: dict[str, str], message: str) -> str:
 
 def make_app_from_env() -> DemoIdP:
     """Gunicorn entry point: ``gunicorn 'satosa_orcid_plugin.devstack.demo_idp:make_app_from_env()'``."""
-    from .layout import DemoLayout
-
     return DemoIdP(DemoLayout.from_env())
 

@@ -47,6 +47,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import InvalidOrcidId
 from ..orcid_id import OrcidId
+from .emulator_common import DEMO_PASSWORD, SESSION_COOKIE, Reply, Session
 from .emulator_faults import DEFAULT_MALFORMED_BODY, DropConnection, FaultPlan, FaultRule, drop_connection
 from .emulator_member_api import MemberApi, member_api_for
 
@@ -69,8 +70,6 @@ __all__ = [
 TOKEN_EXPIRES_IN = 631138518  # ~20 years (orcid-facts §1.5)
 ID_TOKEN_LIFETIME = 24 * 3600  # exp = iat + 24 h (§3)
 PENDING_TTL = 3600  # how long a sign-in / consent page stays usable
-SESSION_COOKIE = "orcid_emulator_session"
-DEMO_PASSWORD = "orcid-demo"
 PUBLIC_SCOPES = ("/authenticate", "openid")
 MEMBER_SCOPES = ("/read-limited", "/activities/update", "/person/update")
 LANGS = {"ar", "cs", "de", "en", "es", "fr", "it", "ja", "ko", "pl", "pt", "ru", "tr", "zh_CN", "zh_TW"}
@@ -196,13 +195,6 @@ class _Pending:
 
 
 @dataclass
-class _Session:
-    id: str
-    orcid: str
-    auth_time: float
-
-
-@dataclass
 class RunningServer:
     host: str
     port: int
@@ -220,13 +212,6 @@ class RunningServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class _Reply(Exception):
-    """Short-circuits a handler with a ready response."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -331,7 +316,7 @@ class Emulator:
         self._tokens: dict[str, Token] = {}
         self._by_refresh: dict[str, Token] = {}
         self._pending: dict[str, _Pending] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, Session] = {}
         self._jinja = _templates()
         self.saml_sp: Any = None  # emulator_saml_sp.EmulatorSamlSp, when mounted
 
@@ -434,7 +419,7 @@ class Emulator:
             else:
                 try:
                     response = getattr(self, handler)(request)
-                except _Reply as reply:
+                except Reply as reply:
                     response = reply.response
         if record is not None:
             record.status = response.status_code
@@ -484,12 +469,12 @@ class Emulator:
                 return account
         return None
 
-    def _session(self, request: Request) -> _Session | None:
+    def _session(self, request: Request) -> Session | None:
         sid = request.cookies.get(SESSION_COOKIE)
         with self._lock:
             return self._sessions.get(sid) if sid else None
 
-    def _set_session_cookie(self, response: Response, session: _Session | None) -> None:
+    def _set_session_cookie(self, response: Response, session: Session | None) -> None:
         secure = self.issuer.startswith("https:")
         if session is None:
             response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="Lax")
@@ -558,7 +543,7 @@ class Emulator:
                 for t in self._tokens.values()
             )
 
-    def _continue(self, request: Request, pending: _Pending, session: _Session) -> Response:
+    def _continue(self, request: Request, pending: _Pending, session: Session) -> Response:
         """The user is signed in: skip consent if the client already holds such a token (§1.2)."""
         if self._already_authorized(pending.client_id, session.orcid, pending.scopes):
             with self._lock:
@@ -598,26 +583,37 @@ class Emulator:
             self._purge(self.clock())
             pending = self._pending.pop(pid, None) if pop else self._pending.get(pid)
         if pending is None:
-            raise _Reply(self._page(400, "Session expired", "This sign-in request has expired or was already used. "
+            raise Reply(self._page(400, "Session expired", "This sign-in request has expired or was already used. "
                                     "Go back to the application and start again.", "invalid_request"))
         return pending
 
     def _signin(self, request: Request) -> Response:
         pending = self._take_pending(request, pop=False)
         username = request.form.get("username", "")
-        account = self._account(username)
-        password = request.form.get("password", "")
-        if account is None or not hmac.compare_digest(account.password.encode(), password.encode()):
+        account = self.check_password(username, request.form.get("password", ""))
+        if account is None:
             return self._signin_page(request, pending, "Incorrect email, ORCID iD or password.", username)
-        session = _Session(secrets.token_urlsafe(24), account.orcid, self.clock())
+        session = self.start_session(request, account.orcid)
+        response = self._continue(request, pending, session)
+        self._set_session_cookie(response, session)
+        return response
+
+    def check_password(self, username: str, password: str) -> DemoAccount | None:
+        """The demo account signing in with ``username`` (e-mail or iD) and ``password``, or None."""
+        account = self._account(username)
+        if account is None or not hmac.compare_digest(account.password.encode(), password.encode()):
+            return None
+        return account
+
+    def start_session(self, request: Request, orcid: str) -> Session:
+        """Sign the browser in as ``orcid``; a session it held before ends."""
+        session = Session(secrets.token_urlsafe(24), orcid, self.clock())
         with self._lock:
             old = request.cookies.get(SESSION_COOKIE)
             if old:
                 self._sessions.pop(old, None)
             self._sessions[session.id] = session
-        response = self._continue(request, pending, session)
-        self._set_session_cookie(response, session)
-        return response
+        return session
 
     def _decision(self, request: Request) -> Response:
         pending = self._take_pending(request, pop=False)
@@ -634,7 +630,7 @@ class Emulator:
                                                          ("error_description", "User denied access"), ("state", pending.state)])
         return self._page(400, "Oops! Something went wrong", "Unknown decision.", "invalid_request")
 
-    def _grant(self, pending: _Pending, session: _Session) -> Response:
+    def _grant(self, pending: _Pending, session: Session) -> Response:
         with self._lock:
             code = self._new_code(pending.client_id, session.orcid, pending.scopes, pending.redirect_uri,
                                   pending.nonce, session.auth_time)
@@ -681,11 +677,11 @@ class Emulator:
         client_id = request.form.get("client_id")
         secret = request.form.get("client_secret")
         if not client_id and not secret:
-            raise _Reply(_json({"error": "unauthorized", "error_description": "Full authentication is required to access this resource"},
+            raise Reply(_json({"error": "unauthorized", "error_description": "Full authentication is required to access this resource"},
                                401, **{"WWW-Authenticate": 'Bearer realm="orcid", error="unauthorized"'}))
         client = self.clients.get(client_id or "")
         if client is None or not hmac.compare_digest(client.client_secret.encode(), (secret or "").encode()):
-            raise _Reply(_json({"error": "invalid_client", "error_description": "Bad client credentials"}, 401,
+            raise Reply(_json({"error": "invalid_client", "error_description": "Bad client credentials"}, 401,
                                **{"WWW-Authenticate": 'Form realm="orcid", error="invalid_client", error_description="Bad client credentials"'}))
         return client
 
@@ -892,14 +888,14 @@ class Emulator:
     def _api_token(self, request: Request, orcid: str) -> Token:
         value = self._bearer(request)
         if value is None:
-            raise _Reply(_json({"error": "unauthorized", "error_description": "Full authentication is required to access this resource"}, 401))
+            raise Reply(_json({"error": "unauthorized", "error_description": "Full authentication is required to access this resource"}, 401))
         now = self.clock()
         with self._lock:
             token = self._tokens.get(value)
         if token is None or not token.usable_for(request.method, now):
-            raise _Reply(_json({"error": "invalid_token", "error_description": f"Invalid access token: {value}"}, 401))
+            raise Reply(_json({"error": "invalid_token", "error_description": f"Invalid access token: {value}"}, 401))
         if token.orcid is not None and token.orcid != orcid:
-            raise _Reply(self._api_error(401, 9017, "401 Unauthorized: The client application is not authorized for this ORCID "
+            raise Reply(self._api_error(401, 9017, "401 Unauthorized: The client application is not authorized for this ORCID "
                                          "record. Full validation error: Access token is for a different record",
                                          "The client application is not authorized."))
         return token
@@ -915,7 +911,7 @@ class Emulator:
         named = [(q, mt) for mt, q in request.accept_mimetypes if mt in API_MEDIA_TYPES + API_XML_TYPES and q > 0]
         best = max(named, default=(0, None))[1]
         if best is None or best in API_XML_TYPES:
-            raise _Reply(_json({"error": "not_acceptable", "error_description": "Send Accept: application/vnd.orcid+json "
+            raise Reply(_json({"error": "not_acceptable", "error_description": "Send Accept: application/vnd.orcid+json "
                                 "(ORCID defaults to XML; the emulator serves JSON only)"}, 406))
         return best
 

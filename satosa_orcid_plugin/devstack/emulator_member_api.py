@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from werkzeug.wrappers import Request, Response
 
+from .emulator_common import Reply
 from .emulator_faults import drop_connection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,11 +114,6 @@ class TokenBucket:
             return False
 
 
-class _Answer(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
 class MemberApi:
     """Employment/education items of every record, and the rules ORCID applies to them."""
 
@@ -182,11 +178,9 @@ class MemberApi:
 
     # --- WSGI side ----------------------------------------------------------------------
     def __call__(self, request: Request) -> Response:
-        from .emulator import _Reply  # the emulator's own short-circuit (401 from its token check)
-
         try:
             response = self._handle(request)
-        except (_Answer, _Reply) as answer:
+        except Reply as answer:  # ours, or the emulator's token check (401)
             response = answer.response
         with self.emulator._lock:
             self.calls.append((request.method, request.path, response.status_code))
@@ -196,7 +190,7 @@ class MemberApi:
         if self.rate_limit and not self.bucket.take():
             with self.emulator._lock:
                 self.rate_limited += 1
-            raise _Answer(Response("<html><head><title>503 Service Temporarily Unavailable</title></head><body>"
+            raise Reply(Response("<html><head><title>503 Service Temporarily Unavailable</title></head><body>"
                                    "<center><h1>503 Service Temporarily Unavailable</h1></center></body></html>",
                                    503, content_type="text/html"))
         parts = request.path.strip("/").split("/")
@@ -212,7 +206,7 @@ class MemberApi:
         plural = section.endswith("s")
         put_code = parts[3] if len(parts) == 4 else None
         if not orcid or orcid != parts[1] or (plural and put_code is not None):
-            raise _Answer(self._error(404, 9016, f"404 Not Found: The resource was not found. Full validation error: {request.path}",
+            raise Reply(self._error(404, 9016, f"404 Not Found: The resource was not found. Full validation error: {request.path}",
                                       "The resource was not found."))
         routes = {
             (False, False): ("POST",),
@@ -221,19 +215,19 @@ class MemberApi:
         }
         allowed = routes[(plural, put_code is not None)]
         if request.method not in allowed:
-            raise _Answer(Response("", 405, headers={"Allow": ", ".join(allowed)}))
+            raise Reply(Response("", 405, headers={"Allow": ", ".join(allowed)}))
         self.emulator._api_media_type(request)  # 406 unless JSON is asked for
         token = self.emulator._api_token(request, orcid)  # 401 (revoked / wrong record)
         self._check_scope(request.method, token, orcid)
         if orcid not in self.emulator.accounts:
-            raise _Answer(self._error(404, 9016, f"404 Not Found: The resource was not found. Full validation error: No record {orcid}",
+            raise Reply(self._error(404, 9016, f"404 Not Found: The resource was not found. Full validation error: No record {orcid}",
                                       "The resource was not found."))
         if plural:
             return self._list(orcid, kind)
         if put_code is None:
             return self._create(request, orcid, kind, token)
         if not put_code.isdigit():
-            raise _Answer(self._error(400, 9034, "400 Bad Request: The put code provided is not valid.", self._user(token)))
+            raise Reply(self._error(400, 9034, "400 Bad Request: The put code provided is not valid.", self._user(token)))
         number = int(put_code)
         if request.method == "GET":
             return self._read(orcid, kind, number)
@@ -246,7 +240,7 @@ class MemberApi:
         if method in ("POST", "PUT", "DELETE") and token.orcid != orcid:
             needed = set()  # a client-credentials token cannot write to a record
         if not needed & set(token.scopes):
-            raise _Answer(Response(json.dumps({
+            raise Reply(Response(json.dumps({
                 "error": "forbidden",
                 "error_description": "Forbidden: The server understood the request but refuses to authorize it. "
                                      "Insufficient or wrong scope.",
@@ -256,7 +250,7 @@ class MemberApi:
     def _create(self, request: Request, orcid: str, kind: str, token: "Token") -> Response:
         body = self._body(request, token)
         if body.get("put-code") is not None:
-            raise _Answer(self._error(400, 9024, "400 Bad Request: Put-code is included when not expected. When posting "
+            raise Reply(self._error(400, 9024, "400 Bad Request: Put-code is included when not expected. When posting "
                                       "new activities, the put code should be omitted.", self._user(token)))
         self._validate(body, token)
         with self.emulator._lock:
@@ -270,7 +264,7 @@ class MemberApi:
         body = self._body(request, token)
         in_body = body.get("put-code")
         if str(in_body) != str(put_code):
-            raise _Answer(self._error(400, 9019, f"400 Bad Request: The put code in the URL was {put_code} whereas the one "
+            raise Reply(self._error(400, 9019, f"400 Bad Request: The put code in the URL was {put_code} whereas the one "
                                       f"in the body was {'null' if in_body is None else in_body}.", self._user(token)))
         self._validate(body, token)
         with self.emulator._lock:
@@ -293,7 +287,7 @@ class MemberApi:
         with self.emulator._lock:
             item = self.items.get(put_code)
             if item is None or item.orcid != orcid or item.kind != kind:
-                raise _Answer(self._not_found(kind, put_code))
+                raise Reply(self._not_found(kind, put_code))
             return Response(json.dumps(self._render(item)), 200, content_type=_JSON)
 
     def _list(self, orcid: str, kind: str) -> Response:
@@ -316,21 +310,21 @@ class MemberApi:
     def _body(self, request: Request, token: "Token") -> dict[str, Any]:
         ctype = (request.mimetype or "").lower()
         if "json" not in ctype:
-            raise _Answer(self._error(415, 9001, "415 Unsupported Media Type: data must be in XML or JSON format "
+            raise Reply(self._error(415, 9001, "415 Unsupported Media Type: data must be in XML or JSON format "
                                       "(the emulator reads JSON only).", "ORCID could not process the data."))
         try:
             body = json.loads(request.get_data(as_text=True) or "")
         except ValueError as exc:
-            raise _Answer(self._error(400, 9047, f"400 Bad request: invalid JSON - {str(exc)[:120]}", "Invalid JSON.")) from None
+            raise Reply(self._error(400, 9047, f"400 Bad request: invalid JSON - {str(exc)[:120]}", "Invalid JSON.")) from None
         if not isinstance(body, dict):
-            raise _Answer(self._error(400, 9047, "400 Bad request: invalid JSON - not an object", "Invalid JSON."))
+            raise Reply(self._error(400, 9047, "400 Bad request: invalid JSON - not an object", "Invalid JSON."))
         return body
 
     def _validate(self, body: dict[str, Any], token: "Token") -> None:
         user = self._user(token)
         org = body.get("organization")
         if not isinstance(org, dict) or not str(org.get("name") or "").strip():
-            raise _Answer(self._error(400, 9046, "400 Bad request: organization must be present and valid",
+            raise Reply(self._error(400, 9046, "400 Bad request: organization must be present and valid",
                                       "No valid organization is included in the data."))
         disamb = org.get("disambiguated-organization")
         ident = source = ""
@@ -338,32 +332,32 @@ class MemberApi:
             ident = str(disamb.get("disambiguated-organization-identifier") or "").strip()
             source = str(disamb.get("disambiguation-source") or "").strip()
         if not ident or (source, ident) not in self.orgs:
-            raise _Answer(self._error(400, 9045, "400 Bad request: disambiguated-organization must be present and valid",
+            raise Reply(self._error(400, 9045, "400 Bad request: disambiguated-organization must be present and valid",
                                       "No valid disambiguated-organization is included in the data."))
         address = org.get("address")
         if not isinstance(address, dict) or not str(address.get("city") or "").strip() \
                 or not re.fullmatch(r"[A-Z]{2}", str(address.get("country") or "")):
-            raise _Answer(self._error(400, 9060, "400 Bad Request: City and country are required for education/employment.",
+            raise Reply(self._error(400, 9060, "400 Bad Request: City and country are required for education/employment.",
                                       "City and country are required for education/employment."))
         start = self._date(body.get("start-date"), "start-date", user)
         end = self._date(body.get("end-date"), "end-date", user)
         if end is not None and start is None:
-            raise _Answer(self._error(400, 9006, "400 Bad Request: start-date is required when end-date is present",
+            raise Reply(self._error(400, 9006, "400 Bad Request: start-date is required when end-date is present",
                                       user))
         if start is not None and end is not None and start > end:
-            raise _Answer(self._error(400, 9006, "400 Bad Request: start-date must not be after end-date", user))
+            raise Reply(self._error(400, 9006, "400 Bad Request: start-date must not be after end-date", user))
         for key in ("department-name", "role-title"):
             if body.get(key) is not None and (not isinstance(body[key], str) or len(body[key]) > 1000):
-                raise _Answer(self._error(400, 9006, f"400 Bad Request: {key} must be a string of at most 1000 characters",
+                raise Reply(self._error(400, 9006, f"400 Bad Request: {key} must be a string of at most 1000 characters",
                                           user))
         ext = body.get("external-ids")
         for e in ((ext or {}).get("external-id") or []) if isinstance(ext, dict) else []:
             if not isinstance(e, dict) or e.get("external-id-type") not in EXTERNAL_ID_TYPES \
                     or not e.get("external-id-value") or e.get("external-id-relationship") not in ("self", "part-of", "version-of", "funded-by"):
-                raise _Answer(self._error(400, 9006, "400 Bad Request: invalid external identifier (type, value and "
+                raise Reply(self._error(400, 9006, "400 Bad Request: invalid external identifier (type, value and "
                                           "relationship are required; the type must be one of ORCID's identifier types)", user))
         if body.get("visibility") not in (None, "public", "limited", "registered-only", "private"):
-            raise _Answer(self._error(400, 9006, "400 Bad Request: invalid visibility", user))
+            raise Reply(self._error(400, 9006, "400 Bad Request: invalid visibility", user))
 
     def _date(self, value: Any, name: str, user: str) -> tuple[int, int, int] | None:
         if value is None:
@@ -381,7 +375,7 @@ class MemberApi:
                 break
             parts.append(int(text))
         if not ok:
-            raise _Answer(self._error(400, 9006, f"400 Bad Request: invalid {name}", user))
+            raise Reply(self._error(400, 9006, f"400 Bad Request: invalid {name}", user))
         return tuple(parts)  # type: ignore[return-value]
 
     def _check_duplicates(self, orcid: str, kind: str, body: dict[str, Any], token: "Token", exclude: int | None) -> None:
@@ -391,7 +385,7 @@ class MemberApi:
         for item in self.items.values():
             if (item.orcid == orcid and item.kind == kind and item.client_id == token.client_id
                     and item.put_code != exclude and item.self_ids() & wanted):
-                raise _Answer(self._error(
+                raise Reply(self._error(
                     409, 9021,
                     "409 Conflict: You have already added this activity (matched by external identifiers), please see "
                     f"element with put-code {item.put_code}. If you are trying to edit the item, please use PUT instead of POST.",
@@ -400,9 +394,9 @@ class MemberApi:
     def _own_item(self, orcid: str, kind: str, put_code: int, token: "Token") -> AffiliationItem:
         item = self.items.get(put_code)
         if item is None or item.orcid != orcid or item.kind != kind:
-            raise _Answer(self._not_found(kind, put_code))
+            raise Reply(self._not_found(kind, put_code))
         if item.client_id != token.client_id:
-            raise _Answer(self._error(403, 9010, f"403 Forbidden: You are not the source of the {kind}, so you are not "
+            raise Reply(self._error(403, 9010, f"403 Forbidden: You are not the source of the {kind}, so you are not "
                                       "allowed to update it.", "The client application is not the source of the resource "
                                       "it is trying to access."))
         return item

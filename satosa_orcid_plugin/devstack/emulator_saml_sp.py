@@ -52,6 +52,8 @@ from urllib.parse import urlencode, urlsplit
 
 from werkzeug.wrappers import Request, Response
 
+from .emulator_common import DEMO_PASSWORD
+
 if TYPE_CHECKING:
     from .emulator import Emulator
 
@@ -415,8 +417,6 @@ class EmulatorSamlSp:
 
     def _signin_page(self, request: Request, error: str | None = None, username: str = "") -> Response:
         """ORCID's sign-in page when no application asked (orcid.org/signin)."""
-        from .emulator import DEMO_PASSWORD
-
         return self._render(
             "emulator_signin.html", 401 if error else 200, client_name=None, error=error,
             action=self.emulator._url(request, PASSWORD_PATH), pending="", username=username, prefill=None,
@@ -514,8 +514,6 @@ class EmulatorSamlSp:
 
     def _link_page(self, request: Request, login: InstitutionalLogin, pending: str | None,
                    error: str | None = None, username: str = "", token: str | None = None) -> Response:
-        from .emulator import DEMO_PASSWORD
-
         if token is None:
             token = secrets.token_urlsafe(24)
             with self._lock:
@@ -556,7 +554,7 @@ class EmulatorSamlSp:
         if pending_id:
             with self.emulator._lock:
                 pending = self.emulator._pending.get(pending_id)
-        session = self._session_for(request, orcid)
+        session = self.emulator.start_session(request, orcid)
         if pending is not None:
             response = self.emulator._continue(request, pending, session)
         else:
@@ -600,27 +598,10 @@ class EmulatorSamlSp:
 
     # ---- sessions -----------------------------------------------------------------------------
     def _check_password(self, request: Request):
-        import hmac
-
-        account = self.emulator._account(request.form.get("username", ""))
-        password = request.form.get("password", "")
-        if account is None or not hmac.compare_digest(account.password.encode(), password.encode()):
-            return None
-        return account
-
-    def _session_for(self, request: Request, orcid: str):
-        from .emulator import SESSION_COOKIE, _Session
-
-        session = _Session(secrets.token_urlsafe(24), orcid, self.emulator.clock())
-        with self.emulator._lock:
-            old = request.cookies.get(SESSION_COOKIE)
-            if old:
-                self.emulator._sessions.pop(old, None)
-            self.emulator._sessions[session.id] = session
-        return session
+        return self.emulator.check_password(request.form.get("username", ""), request.form.get("password", ""))
 
     def _new_session(self, request: Request, response: Response, orcid: str) -> None:
-        self.emulator._set_session_cookie(response, self._session_for(request, orcid))
+        self.emulator._set_session_cookie(response, self.emulator.start_session(request, orcid))
 
     def _purge(self, now: float) -> None:
         for key in [k for k, a in self._attempts.items() if now - a.created > ATTEMPT_TTL]:

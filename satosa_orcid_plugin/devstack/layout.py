@@ -31,6 +31,20 @@ from cryptography.fernet import Fernet
 
 from .pki import DemoPki, generate_demo_pki
 
+#: friendly names of the attributes the demo IdP (demo_idp.py) releases
+DEMO_ATTRIBUTE_NAMES: tuple[str, ...] = (
+    "eduPersonPrincipalName",
+    "eduPersonUniqueId",
+    "givenName",
+    "sn",
+    "displayName",
+    "mail",
+    "eduPersonAffiliation",
+    "eduPersonScopedAffiliation",
+    "ou",
+    "title",
+)
+
 __all__ = [
     "DemoPorts",
     "DemoLayout",
@@ -404,8 +418,6 @@ class DemoLayout:
     # --- pysaml2 configurations of the demo SP and IdP ---------------------------------
     def sp_saml_config(self, *, with_metadata: bool = True) -> dict[str, Any]:
         """pysaml2 SP config of the demo service provider (trusts the proxy's frontend)."""
-        from .demo_idp import DEMO_ATTRIBUTE_NAMES
-
         return {
             "entityid": self.sp_entity_id,
             "name": "satosa-orcid demo SP",
