@@ -38,7 +38,8 @@ from typing import Any, Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from .affiliations import AffiliationSettings, SyncSettings, affiliation_body, parse_affiliations
+from .affiliations import affiliation_body
+from .config import AffiliationSettings, SyncSettings, parse_affiliations
 from .errors import (
     ConfigError,
     DuplicateItem,

@@ -20,8 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from satosa_orcid_plugin.affiliations import AffiliationSettings, Organization, parse_affiliations
-from satosa_orcid_plugin.config import OrcidSettings, Timeouts
+from satosa_orcid_plugin.config import AffiliationSettings, Organization, OrcidSettings, Timeouts, parse_affiliations
 from satosa_orcid_plugin.devstack.emulator import ClientRegistration, DemoAccount, DEMO_ACCOUNTS, Emulator, serve_in_thread
 from satosa_orcid_plugin.errors import DuplicateItem, OrcidApiError, OrcidValidationError, TokenRevoked
 from satosa_orcid_plugin.orcid_client import OrcidClient
