@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Iterable, Mapping
 
-from .config import DEFAULT_EXTERNAL_ID_TYPE, KINDS, MAX_TEXT, AffiliationSettings
+from .config import KINDS, MAX_TEXT, AffiliationSettings
 
 SELF_ID_PREFIX = "satosa-orcid-"
 _DATE_FORMATS = (
@@ -72,14 +72,6 @@ class PartialDate:
             out += f"-{self.month:02d}"
         if self.day is not None:
             out += f"-{self.day:02d}"
-        return out
-
-    def orcid(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"year": {"value": f"{self.year:04d}"}}
-        if self.month is not None:
-            out["month"] = {"value": f"{self.month:02d}"}
-        if self.day is not None:
-            out["day"] = {"value": f"{self.day:02d}"}
         return out
 
     def _key(self) -> tuple[int, int, int]:
@@ -194,52 +186,8 @@ def state_hash(state: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def affiliation_body(state: Mapping[str, Any], self_id: str, *, put_code: int | None = None) -> dict[str, Any]:
-    """The ORCID v3.0 employment/education JSON for an outbox state (orcid-facts §4.2-4.3).
-
-    ``put_code`` goes into the body for PUT (ORCID: 400 9019 when it does not match the URL)
-    and must be absent for POST (400 9024).
-    """
-    org = state["organization"]
-    body: dict[str, Any] = {}
-    if put_code is not None:
-        body["put-code"] = int(put_code)
-    if state.get("department"):
-        body["department-name"] = state["department"]
-    if state.get("role"):
-        body["role-title"] = state["role"]
-    start = PartialDate.parse(state["start"]) if state.get("start") else None
-    if start is not None:
-        body["start-date"] = start.orcid()
-    if not state.get("present") and state.get("end"):
-        end = PartialDate.parse(state["end"])
-        if end is not None:
-            if start is None:
-                body["start-date"] = end.orcid()  # ORCID: an end-date needs a start-date
-            elif start.after(end):
-                end = start  # ORCID: start must not be after end
-            body["end-date"] = end.orcid()
-    address: dict[str, str] = {"city": org["city"], "country": org["country"]}
-    if org.get("region"):
-        address = {"city": org["city"], "region": org["region"], "country": org["country"]}
-    body["organization"] = {
-        "name": org["name"],
-        "address": address,
-        "disambiguated-organization": {
-            "disambiguated-organization-identifier": org["disambiguated_id"],
-            "disambiguation-source": org["disambiguation_source"],
-        },
-    }
-    body["external-ids"] = {"external-id": [{
-        "external-id-type": state.get("external_id_type") or DEFAULT_EXTERNAL_ID_TYPE,
-        "external-id-value": self_id,
-        "external-id-relationship": "self",
-    }]}
-    return body
-
-
 __all__ = [
-    "DesiredItem", "PartialDate", "desired_items", "affiliation_body", "self_external_id",
+    "DesiredItem", "PartialDate", "desired_items", "self_external_id",
     "present_state", "gone_state", "state_hash",
     # the settings and the item kinds are config types; named here for the modules that use them with these rules
     "AffiliationSettings", "KINDS",

@@ -38,7 +38,6 @@ from typing import Any, Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from .affiliations import affiliation_body
 from .config import AffiliationSettings, SyncSettings, parse_affiliations
 from .errors import (
     ConfigError,
@@ -52,6 +51,7 @@ from .errors import (
     TokenRevoked,
 )
 from .orcid_client import OrcidClient
+from .orcid_records import affiliation_body
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
 from .ratelimit import RateLimiter
 

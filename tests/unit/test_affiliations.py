@@ -8,7 +8,6 @@ import pytest
 from satosa_orcid_plugin.affiliations import (
     DesiredItem,
     PartialDate,
-    affiliation_body,
     desired_items,
     gone_state,
     present_state,
@@ -16,6 +15,7 @@ from satosa_orcid_plugin.affiliations import (
     state_hash,
 )
 from satosa_orcid_plugin.config import AffiliationSettings, parse_affiliations
+from satosa_orcid_plugin.orcid_records import affiliation_body
 
 LINKED = datetime(2024, 3, 5, 10, 0, tzinfo=timezone.utc)
 ORG = {"name": "Boston University", "city": "Boston", "region": "Massachusetts", "country": "US",
