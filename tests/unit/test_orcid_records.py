@@ -46,13 +46,13 @@ def test_a_token_response_without_token_or_id_is_a_protocol_error(body, match):
 
 def test_oauth_error_bodies():
     err = oauth_error("token", 400, {"error": "invalid_grant", "error_description": "Reused authorization code: abc"})
-    assert type(err) is OrcidOAuthError and (err.error, err.status) == ("invalid_grant", 400)
-    assert err.description == "Reused authorization code: abc"
+    assert type(err) is OrcidOAuthError and (err.error_code, err.status) == ("invalid_grant", 400)
+    assert err.developer_message == "Reused authorization code: abc"
     assert isinstance(oauth_error("userinfo", 401, {"error": "invalid_token"}), TokenRevoked)
     bare = oauth_error("token", 401, None)
-    assert (bare.error, bare.description) == ("invalid_client", "Bad client credentials")
+    assert (bare.error_code, bare.developer_message) == ("invalid_client", "Bad client credentials")
     other = oauth_error("revoke", 403, ["not", "an", "object"])
-    assert (other.error, other.status) == ("http_403", 403)
+    assert (other.error_code, other.status) == ("http_403", 403)
 
 
 def test_member_error_bodies():
