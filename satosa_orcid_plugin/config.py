@@ -110,10 +110,6 @@ class OrcidSettings:
     def openid(self) -> bool:
         return "openid" in self.scopes
 
-    @property
-    def member_scopes(self) -> bool:
-        return bool(MEMBER_SCOPES & set(self.scopes))
-
     def __repr__(self) -> str:
         return (
             f"OrcidSettings(environment={self.environment!r}, base_url={self.base_url!r}, "

@@ -264,14 +264,6 @@ class OrcidClient:
         if response.status_code not in (200, 204):
             raise self._member_error(endpoint, response)
 
-    def get_affiliation(self, orcid: OrcidId | str, kind: str, put_code: int, access_token: str) -> dict[str, Any]:
-        endpoint = f"{kind}.get"
-        response = self._request(endpoint, "GET", self._member_url(orcid, kind, put_code),
-                                 headers=self._member_headers(access_token))
-        if response.status_code != 200:
-            raise self._member_error(endpoint, response)
-        return self._json(endpoint, response)
-
     def list_affiliations(self, orcid: OrcidId | str, kind: str, access_token: str) -> list[AffiliationSummary]:
         """Every employment (or education) summary on the record, with its source client id."""
         endpoint = f"{kind}s.get"

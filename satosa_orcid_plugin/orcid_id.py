@@ -87,9 +87,5 @@ class OrcidId:
         """The ORCID-preferred https URI, the form eduPersonOrcid requires."""
         return f"https://{self.host}/{self.value}"
 
-    @property
-    def compact(self) -> str:
-        return self.value.replace("-", "")
-
     def __str__(self) -> str:
         return self.value

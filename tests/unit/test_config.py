@@ -57,7 +57,7 @@ def test_string_values_from_env_tags_are_coerced():
     assert c.orcid.timeouts.as_tuple() == (1.5, 4.0)
     assert c.orcid.prompt_login is True
     assert c.decline.not_now_seconds == 7 * 86400
-    assert c.orcid.member_scopes
+    assert c.orcid.scopes == ("openid", "/read-limited", "/activities/update")
 
 
 def test_trigger_list_of_requesters():
