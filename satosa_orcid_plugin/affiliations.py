@@ -7,8 +7,10 @@ the fast path compares, and each item's ``self`` external id. The settings they 
 from a state are in :mod:`.orcid_records`.
 
 Each item carries a ``self`` external id derived from the stored user key, the iD, the kind
-and the organisation, so that ORCID answers 409 instead of storing a duplicate (orcid-facts
-§4.4) whatever crashes or retries happen.
+and the organisation, so that ORCID answers 409 (error 9021) instead of storing a duplicate
+whatever crashes or retries happen: ORCID-Source's ``AffiliationsManagerImpl`` checks a
+source's new affiliation against its existing ones with
+``ActivityValidator.checkExternalIdentifiersForDuplicates`` (``self`` ids only).
 """
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ DEFAULT_AFFILIATION_ATTRIBUTES = ("edupersonaffiliation", "edupersonscopedaffili
 ON_LEAVE = ("end_date", "delete")
 SOURCES = ("ROR", "RINGGOLD", "GRID", "FUNDREF", "LEI")
 DEFAULT_EXTERNAL_ID_TYPE = "other-id"
-# ORCID's documented member API limit (orcid-facts §4.6); the defaults leave room for
+# ORCID's documented member API limit, 24 requests/s with bursts of 40
+# (https://info.orcid.org/ufaqs/what-are-the-api-limits/); the defaults leave room for
 # requests already on the wire when several workers share the bucket.
 ORCID_RATE_LIMIT, ORCID_BURST = 24.0, 40
 MAX_TEXT = 1000  # department-name and role-title length limit in the v3.0 schema

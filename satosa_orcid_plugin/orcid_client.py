@@ -6,7 +6,9 @@ transport or protocol failure translated into the plugin's error tree. Tokens ar
 in the ``Authorization`` header or the form body, never in a URL, and never logged.
 
 The authorization-code exchange is **never retried**: ORCID revokes every token issued
-from a code that is presented twice (orcid-facts.md section 1.5).
+from a code that is presented twice ("Auth code behavior update: Tokens revoked if same
+auth code is used twice", ORCID API news, 14 November 2017, https://members.orcid.org/api-news;
+the token endpoint answers ``invalid_grant`` "Reused authorization code").
 """
 from __future__ import annotations
 
@@ -214,7 +216,7 @@ class OrcidClient:
             raise self._oauth_error("userinfo", response)
         return self._json("userinfo", response)
 
-    # --- member API v3.0: affiliations (orcid-facts §4) --------------------------------
+    # --- member API v3.0: affiliations (ORCID-Source orcid-api-web/tutorial/affiliations.md) ---
     def _member_url(self, orcid: OrcidId | str, kind: str, put_code: int | None = None, *, plural: bool = False) -> str:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")

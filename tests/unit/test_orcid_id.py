@@ -10,7 +10,7 @@ KNOWN_VALID = ["0000-0002-1825-0097", "0000-0001-5109-3700", "0000-0002-1694-233
 
 
 @pytest.mark.parametrize("value", KNOWN_VALID)
-def test_known_valid_ids_from_orcid_facts(value):
+def test_known_valid_ids(value):
     assert str(OrcidId.parse(value)) == value
     assert OrcidId.parse(value).uri == f"https://orcid.org/{value}"
 
