@@ -42,7 +42,7 @@ class PartialDate:
     day: int | None = None
 
     def __post_init__(self) -> None:
-        if not 1900 <= self.year <= 2200:
+        if not 1900 <= self.year <= 2100:  # orcid-model common-3.0.xsd ``year``: 1900 to 2100
             raise ValueError("year out of range")
         if self.day is not None and self.month is None:
             raise ValueError("a day needs a month")

@@ -68,6 +68,8 @@ def test_scoped_affiliations_count_only_for_configured_scopes():
     ("20190901000000Z", PartialDate(2019, 9, 1)),
     ("not a date", PartialDate(2024, 3, 5)),
     ("2019-13-01", PartialDate(2024, 3, 5)),
+    ("2101-01-01", PartialDate(2024, 3, 5)),  # beyond ORCID's last year (2100): ORCID would answer 400
+    ("2100-12-31", PartialDate(2100, 12, 31)),
 ])
 def test_start_date_from_an_attribute_or_the_link_date(value, expected):
     s = settings(start_date_attribute="hireDate")
