@@ -33,7 +33,7 @@ def _settings(obj: Any) -> Any:
     else straight from the YAML."""
     import os
 
-    from .affiliations import parse_affiliations
+    from .config import parse_affiliations
     from .config_files import find_plugin_entries
 
     settings = getattr(obj.plugin_config(), "affiliations", None)

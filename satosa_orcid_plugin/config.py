@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from .affiliations import AffiliationSettings, parse_affiliations
 from .errors import ConfigError
 
 ENVIRONMENTS = {
@@ -40,6 +39,39 @@ MODES = ("ask", "require", "never")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DEFAULT_ORCID_REQUESTERS = ("https://orcid.org/saml2/sp/1",)
+
+# affiliations:
+EMPLOYMENT, EDUCATION = "employment", "education"
+KINDS = (EMPLOYMENT, EDUCATION)
+DEFAULT_KINDS: dict[str, str] = {"faculty": EMPLOYMENT, "staff": EMPLOYMENT, "employee": EMPLOYMENT, "student": EDUCATION}
+DEFAULT_AFFILIATION_ATTRIBUTES = ("edupersonaffiliation", "edupersonscopedaffiliation")
+ON_LEAVE = ("end_date", "delete")
+SOURCES = ("ROR", "RINGGOLD", "GRID", "FUNDREF", "LEI")
+DEFAULT_EXTERNAL_ID_TYPE = "other-id"
+# ORCID's documented member API limit, 24 requests/s with bursts of 40
+# (https://info.orcid.org/ufaqs/what-are-the-api-limits/); the defaults leave room for
+# requests already on the wire when several workers share the bucket.
+ORCID_RATE_LIMIT, ORCID_BURST = 24.0, 40
+MAX_TEXT = 1000  # department-name and role-title length limit in the v3.0 schema
+
+_ISO_COUNTRIES = frozenset("""
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO
+JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR
+MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO
+RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV
+TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW
+""".split())
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_ROR = re.compile(r"^(?:https?://ror\.org/)?(0[0-9a-hjkmnp-tv-z]{6}[0-9]{2})$", re.IGNORECASE)
+_ID_FORMATS = {
+    "RINGGOLD": re.compile(r"^[0-9]{1,10}$"),
+    "GRID": re.compile(r"^grid\.[0-9]+\.[0-9a-f]+$"),
+    "FUNDREF": re.compile(r"^(?:https?://dx\.doi\.org/|https?://doi\.org/)?10\.13039/[0-9a-zA-Z]+$"),
+    "LEI": re.compile(r"^[0-9A-Z]{18}[0-9]{2}$"),
+}
+_EXTERNAL_ID_TYPE = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
 
 
 def _secret_repr(value: str | None) -> str:
@@ -78,10 +110,6 @@ class OrcidSettings:
     @property
     def openid(self) -> bool:
         return "openid" in self.scopes
-
-    @property
-    def member_scopes(self) -> bool:
-        return bool(MEMBER_SCOPES & set(self.scopes))
 
     def __repr__(self) -> str:
         return (
@@ -123,6 +151,51 @@ class ConnectSettings:
 
 
 @dataclass(frozen=True)
+class Organization:
+    name: str
+    city: str
+    country: str
+    disambiguated_id: str
+    disambiguation_source: str = "ROR"
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How the worker runs. Rate limit numbers are totals across all workers and hosts."""
+
+    rate_per_second: float = 23.0
+    burst: int = 36
+    batch_size: int = 20
+    poll_interval: float = 5.0
+    lease_seconds: int = 300
+    max_attempts: int = 12
+    backoff_base: float = 30.0
+    backoff_max: float = 3600.0
+
+
+@dataclass(frozen=True)
+class AffiliationSettings:
+    organization: Organization
+    kinds: tuple[tuple[str, str], ...] = tuple(DEFAULT_KINDS.items())
+    affiliation_attributes: tuple[str, ...] = DEFAULT_AFFILIATION_ATTRIBUTES
+    scopes: frozenset[str] = frozenset()
+    department_attribute: str | None = None
+    role_attribute: str | None = None
+    start_date_attribute: str | None = None
+    on_leave: str = "end_date"
+    external_id_type: str = DEFAULT_EXTERNAL_ID_TYPE
+    sync: SyncSettings = field(default_factory=SyncSettings)
+
+    def kind_for(self, value: str) -> str | None:
+        value = value.strip().lower()
+        for affiliation, kind in self.kinds:
+            if affiliation == value:
+                return kind
+        return None
+
+
+@dataclass(frozen=True)
 class PluginConfig:
     orcid: OrcidSettings
     store: StoreSettings
@@ -139,7 +212,7 @@ class PluginConfig:
     trusted_orcid_issuers: frozenset[str] = frozenset()
     interstitial: InterstitialSettings = InterstitialSettings()
     connect: ConnectSettings = ConnectSettings()
-    affiliations: "AffiliationSettings | None" = None
+    affiliations: AffiliationSettings | None = None
     on_conflict: str = "refuse"  # an iD linked to another user: refuse (audited) or move it here
 
     def mode_for(self, requester: str | None, *, requested: bool = False) -> str:
@@ -407,4 +480,144 @@ def _parse_connect(root: _Section) -> ConnectSettings:
         marker_ttl_seconds=s.duration("marker_ttl", 900),
         pending_ttl_seconds=s.duration("pending_ttl", 3600),
         cookie_secure=s.bool("cookie_secure", True),
+    )
+
+
+# --- affiliations: -------------------------------------------------------------------
+def parse_affiliations(raw: Any, path: str = "affiliations") -> AffiliationSettings | None:
+    """Parse the ``affiliations:`` block; None when it is absent or ``enabled: false``::
+
+    affiliations:
+      organization:
+        name: Boston University
+        city: Boston
+        region: Massachusetts            # optional
+        country: US                      # ISO 3166-1 alpha-2
+        disambiguated_id: https://ror.org/05qwgg493
+        disambiguation_source: ROR       # ROR (recommended), RINGGOLD, GRID, FUNDREF, LEI
+      kinds:                             # eduPersonAffiliation value -> item (defaults shown)
+        faculty: employment
+        staff: employment
+        employee: employment
+        student: education
+      affiliation_attributes: [edupersonaffiliation, edupersonscopedaffiliation]
+      scopes: [bu.edu]                   # optional: only these scopes of scoped affiliations
+      department_attribute: ou           # optional
+      role_attribute: title              # optional
+      start_date_attribute: null         # optional; default: the date of the link
+      on_leave: end_date                 # end_date (PUT with end-date) | delete
+      sync:                              # the worker (satosa-orcid sync run)
+        rate_per_second: 23              # shared by every worker; ORCID allows 24/s
+        burst: 36                        # ORCID allows bursts of 40
+    """
+    if raw is None:
+        return None
+    s = _Section(raw, path, {
+        "enabled", "organization", "kinds", "affiliation_attributes", "scopes", "department_attribute",
+        "role_attribute", "start_date_attribute", "on_leave", "external_id_type", "sync",
+    })
+    if not s.bool("enabled", True):
+        return None
+    org = _parse_organization(s.section("organization", {
+        "name", "city", "region", "country", "disambiguated_id", "disambiguation_source",
+    }))
+    kinds = _parse_kinds(s)
+    attributes = tuple(a.lower() for a in s.list("affiliation_attributes", DEFAULT_AFFILIATION_ATTRIBUTES))
+    ext_type = s.str("external_id_type", DEFAULT_EXTERNAL_ID_TYPE)
+    if not _EXTERNAL_ID_TYPE.match(ext_type):
+        raise ConfigError(s.key("external_id_type"), "must be an ORCID external identifier type such as other-id")
+
+    def attribute(key: str) -> str | None:
+        value = s.str(key)
+        return value.lower() if value else None
+
+    return AffiliationSettings(
+        organization=org,
+        kinds=kinds,
+        affiliation_attributes=attributes,
+        scopes=frozenset(x.lower() for x in s.list("scopes")),
+        department_attribute=attribute("department_attribute"),
+        role_attribute=attribute("role_attribute"),
+        start_date_attribute=attribute("start_date_attribute"),
+        on_leave=s.choice("on_leave", ON_LEAVE, default="end_date"),
+        external_id_type=ext_type,
+        sync=_parse_sync(s.section("sync", {
+            "rate_per_second", "burst", "batch_size", "poll_interval", "lease", "max_attempts", "backoff_base", "backoff_max",
+        })),
+    )
+
+
+def _parse_organization(s: _Section) -> Organization:
+    name = s.str("name", required=True)
+    city = s.str("city", required=True)  # ORCID: 9060 without city and country
+    country = s.str("country", required=True).upper()
+    if country not in _ISO_COUNTRIES:
+        raise ConfigError(s.key("country"), "must be an ISO 3166-1 alpha-2 country code such as US or DE")
+    source = s.str("disambiguation_source", "ROR").upper()
+    if source not in SOURCES:
+        raise ConfigError(s.key("disambiguation_source"), f"must be one of {', '.join(SOURCES)} (ROR recommended)")
+    ident = s.str("disambiguated_id", required=True)
+    return Organization(
+        name=name[:MAX_TEXT], city=city, country=country, region=s.str("region"),
+        disambiguated_id=normalise_org_id(ident, source, s.key("disambiguated_id")), disambiguation_source=source,
+    )
+
+
+def normalise_org_id(ident: str, source: str, key: str = "disambiguated_id") -> str:
+    """The identifier as ORCID stores it (ROR: the full https://ror.org/ URL, checksum verified)."""
+    ident = ident.strip()
+    if source == "ROR":
+        m = _ROR.match(ident)
+        if not m or not _ror_checksum_ok(m.group(1).lower()):
+            raise ConfigError(key, "must be a ROR id such as https://ror.org/05qwgg493 (checksum verified)")
+        return f"https://ror.org/{m.group(1).lower()}"
+    pattern = _ID_FORMATS[source]
+    if not pattern.match(ident):
+        raise ConfigError(key, f"is not a {source} identifier")
+    if source == "FUNDREF" and not ident.startswith("http"):
+        ident = f"http://dx.doi.org/{ident}"  # as ORCID's org database holds FundRef ids
+    return ident
+
+
+def _ror_checksum_ok(ror: str) -> bool:
+    number = 0
+    for ch in ror[1:7]:
+        number = number * 32 + _CROCKFORD.index(ch)
+    return int(ror[7:9]) == 98 - (number * 100) % 97
+
+
+def _parse_kinds(s: _Section) -> tuple[tuple[str, str], ...]:
+    raw = s.data.get("kinds")
+    if raw is None:
+        return tuple(DEFAULT_KINDS.items())
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(s.key("kinds"), "must map affiliation values (faculty, student, ...) to employment or education")
+    out = []
+    for value, kind in raw.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(s.key("kinds"), "keys must be affiliation values such as faculty or student")
+        if kind in (None, "none", False):
+            continue  # explicitly ignored
+        if kind not in KINDS:
+            raise ConfigError(f"{s.key('kinds')}.{value}", "must be employment, education or none")
+        out.append((value.strip().lower(), kind))
+    return tuple(out)
+
+
+def _parse_sync(s: _Section) -> SyncSettings:
+    rate = s.number("rate_per_second", 23.0)
+    if rate > ORCID_RATE_LIMIT:
+        raise ConfigError(s.key("rate_per_second"), f"must not exceed ORCID's limit of {ORCID_RATE_LIMIT:g} requests/s")
+    burst = int(s.number("burst", 36))
+    if burst > ORCID_BURST:
+        raise ConfigError(s.key("burst"), f"must not exceed ORCID's burst of {ORCID_BURST}")
+    max_attempts = int(s.number("max_attempts", 12))
+    base = s.number("backoff_base", 30.0)
+    top = s.number("backoff_max", 3600.0)
+    if top < base:
+        raise ConfigError(s.key("backoff_max"), "must not be smaller than backoff_base")
+    return SyncSettings(
+        rate_per_second=rate, burst=max(burst, 1), batch_size=int(s.number("batch_size", 20)),
+        poll_interval=s.number("poll_interval", 5.0), lease_seconds=max(s.duration("lease", 300), 1),
+        max_attempts=max_attempts, backoff_base=base, backoff_max=top,
     )

@@ -1,28 +1,59 @@
 """One error tree for the whole plugin.
 
 Every exception the plugin raises derives from :class:`OrcidPluginError`, itself a
-``SATOSAError`` so that SATOSA treats our errors as its own. Leaf classes carry a short
-machine-readable ``code`` (used in logs, metrics and the error page) and say, with a
-builtin second base, what kind of failure they are. ``retryable`` tells callers whether
-the same call may safely be made again; the authorization-code exchange never is.
+``SATOSAError`` so that SATOSA treats our errors as its own. Every error has one shape:
+
+* ``code``: short and machine-readable (used in logs, metrics and the error page);
+* ``message``: one human-readable line;
+* ``detail``: what ORCID said, when the error comes from an ORCID answer (an
+  :class:`OrcidDetail`: HTTP status, ORCID's error code and its developer message), else
+  None. ``status``, ``error_code`` and ``developer_message`` read it on every error.
+
+Leaf classes say, with a builtin second base, what kind of failure they are.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from satosa.exception import SATOSAError
+
+
+@dataclass(frozen=True)
+class OrcidDetail:
+    """What ORCID answered: the HTTP status, ORCID's error code (an OAuth ``error`` such as
+    ``invalid_grant``, RFC 6749 section 5.2, or a member API ``error-code`` such as 9045,
+    orcid-model ``error-3.0.xsd``) and its developer message (``error_description`` or
+    ``developer-message``)."""
+
+    status: int | None = None
+    error_code: int | str | None = None
+    developer_message: str = ""
 
 
 class OrcidPluginError(SATOSAError):
     """Root of every error raised by satosa_orcid_plugin."""
 
     code = "plugin_error"
-    retryable = False
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, detail: OrcidDetail | None = None) -> None:
+        self.detail = detail
         super().__init__(message or self.__doc__.strip().splitlines()[0])
 
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else self.code
+
+    @property
+    def status(self) -> int | None:
+        return self.detail.status if self.detail else None
+
+    @property
+    def error_code(self) -> int | str | None:
+        return self.detail.error_code if self.detail else None
+
+    @property
+    def developer_message(self) -> str:
+        return self.detail.developer_message if self.detail else ""
 
 
 # --- configuration -------------------------------------------------------------------
@@ -55,7 +86,6 @@ class OrcidUnavailable(OrcidError, ConnectionError):
     """ORCID did not answer (refused, timed out, dropped, or a 5xx/503)."""
 
     code = "orcid_unavailable"
-    retryable = True
 
 
 class OrcidProtocolError(OrcidError):
@@ -70,10 +100,8 @@ class OrcidOAuthError(OrcidError):
     code = "orcid_oauth_error"
 
     def __init__(self, error: str, description: str = "", status: int | None = None) -> None:
-        self.error = error
-        self.description = description
-        self.status = status
-        super().__init__(f"ORCID returned {error}" + (f": {description}" if description else ""))
+        super().__init__(f"ORCID returned {error}" + (f": {description}" if description else ""),
+                         detail=OrcidDetail(status, error, description))
 
 
 class TokenRevoked(OrcidOAuthError):
@@ -88,7 +116,6 @@ class InvalidIdToken(OrcidError):
     code = "invalid_id_token"
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason
         super().__init__(f"id_token rejected: {reason}")
 
 
@@ -128,21 +155,18 @@ class StoreError(OrcidPluginError):
     """The link store failed."""
 
     code = "store_error"
-    retryable = True
 
 
 class LinkConflict(StoreError):
     """This ORCID iD is already linked to another user."""
 
     code = "link_conflict"
-    retryable = False
 
 
 class NotFound(StoreError, LookupError):
     """No such link."""
 
     code = "not_found"
-    retryable = False
 
 
 # --- the member API (affiliations) ----------------------------------------------------
@@ -152,11 +176,9 @@ class OrcidApiError(OrcidError):
     code = "orcid_api_error"
 
     def __init__(self, status: int, error_code: int | None = None, developer_message: str = "") -> None:
-        self.status = status
-        self.error_code = error_code
-        self.developer_message = developer_message
         label = f"HTTP {status}" + (f", error {error_code}" if error_code is not None else "")
-        super().__init__(f"ORCID answered {label}" + (f": {developer_message}" if developer_message else ""))
+        super().__init__(f"ORCID answered {label}" + (f": {developer_message}" if developer_message else ""),
+                         detail=OrcidDetail(status, error_code, developer_message))
 
 
 class OrcidValidationError(OrcidApiError, ValueError):
@@ -182,6 +204,6 @@ class ConnectMismatch(FlowError):
 
 
 class CallbackReplayed(FlowError):
-    """This ORCID callback was already processed."""
+    """This ORCID callback (or Institutional Connect code) was already processed."""
 
     code = "callback_replayed"

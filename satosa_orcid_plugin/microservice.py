@@ -292,7 +292,7 @@ class OrcidConnect(ResponseMicroService):
                                     "This link from ORCID is incomplete or not valid.", "400 Bad Request")
         try:
             grant = self.service.connect_exchange(code, self.connect_uri)
-            handle = self.service.park(grant)
+            handle = self.service.keep_pending(grant)
         except OrcidPluginError as exc:
             self._log(context, logging.WARNING, f"connect code rejected: {exc.code} (ref {reference})")
             return self._error_page(context, reference, "Your ORCID iD could not be connected",

@@ -6,16 +6,17 @@ transport or protocol failure translated into the plugin's error tree. Tokens ar
 in the ``Authorization`` header or the form body, never in a URL, and never logged.
 
 The authorization-code exchange is **never retried**: ORCID revokes every token issued
-from a code that is presented twice (orcid-facts.md section 1.5).
+from a code that is presented twice ("Auth code behavior update: Tokens revoked if same
+auth code is used twice", ORCID API news, 14 November 2017, https://members.orcid.org/api-news;
+the token endpoint answers ``invalid_grant`` "Reused authorization code").
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
@@ -24,19 +25,17 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .config import OrcidSettings
-from .errors import (
-    DuplicateItem,
-    InvalidIdToken,
-    InvalidOrcidId,
-    OrcidApiError,
-    OrcidOAuthError,
-    OrcidProtocolError,
-    OrcidUnavailable,
-    OrcidValidationError,
-    TokenRevoked,
-)
+from .config import KINDS, OrcidSettings
+from .errors import InvalidIdToken, InvalidOrcidId, OrcidOAuthError, OrcidProtocolError, OrcidUnavailable, TokenRevoked
 from .orcid_id import OrcidId
+from .orcid_records import (
+    AffiliationSummary,
+    Grant,
+    affiliation_summaries,
+    member_error,
+    oauth_error,
+    read_token_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,53 +44,7 @@ JWKS_MIN_REFRESH_SECONDS = 60
 ID_TOKEN_LEEWAY_SECONDS = 120
 
 RequestObserver = Callable[[str, str, "int | None", float], None]
-
-
-@dataclass(frozen=True)
-class Grant:
-    """What a successful code exchange yields. The repr never shows a token."""
-
-    orcid: OrcidId
-    access_token: str = field(repr=False)
-    refresh_token: str | None = field(repr=False)
-    expires_in: int | None
-    scope: tuple[str, ...]
-    name: str | None = None
-    amr: str | None = None
-    id_token_claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    def token_response(self) -> dict[str, Any]:
-        """The token fields in ORCID's own shape (for :class:`TokenSet.from_token_response`)."""
-        return {
-            "access_token": self.access_token,
-            "refresh_token": self.refresh_token,
-            "expires_in": self.expires_in,
-            "scope": " ".join(self.scope),
-        }
-
-
 MEMBER_MEDIA_TYPE = "application/vnd.orcid+json"
-AFFILIATION_KINDS = ("employment", "education")
-_PUT_CODE_IN_409 = re.compile(r"put-code\s+(\d+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class AffiliationSummary:
-    """One employment/education summary from ``GET /v3.0/{orcid}/employments``."""
-
-    put_code: int
-    kind: str
-    source_client_id: str | None
-    external_ids: tuple[tuple[str, str, str], ...]  # (type, value, relationship)
-    organization: str | None = None
-    org_id: str | None = None
-    department: str | None = None
-    role: str | None = None
-    start: str | None = None
-    end: str | None = None
-
-    def has_self_id(self, value: str) -> bool:
-        return any(v == value and rel == "self" for _, v, rel in self.external_ids)
 
 
 class OrcidClient:
@@ -168,18 +121,16 @@ class OrcidClient:
             raise OrcidProtocolError(f"ORCID {endpoint} answered JSON that is not an object")
         return body
 
-    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError:
+    @staticmethod
+    def _body(response: requests.Response) -> Any:
+        """The JSON of an error answer, or None when it is not JSON."""
         try:
-            body = response.json()
+            return response.json()
         except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            desc = body.get("error_description") or body.get("error-description") or ""
-            cls = TokenRevoked if body["error"] == "invalid_token" else OrcidOAuthError
-            return cls(body["error"], str(desc)[:200], response.status_code)
-        if response.status_code == 401:
-            return OrcidOAuthError("invalid_client", "Bad client credentials", 401)
-        return OrcidOAuthError("http_%d" % response.status_code, f"ORCID {endpoint} refused the request", response.status_code)
+            return None
+
+    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError:
+        return oauth_error(endpoint, response.status_code, self._body(response))
 
     # --- browser leg ----------------------------------------------------------------
     def authorize_url(
@@ -238,35 +189,17 @@ class OrcidClient:
         if response.status_code != 200:
             raise self._oauth_error("token", response)
         body = self._json("token", response)
-        if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-            raise OrcidProtocolError("ORCID token response has no access_token")
-        try:
-            orcid = OrcidId.parse(body.get("orcid"), sandbox=self.settings.sandbox)
-        except InvalidOrcidId as exc:
-            raise OrcidProtocolError(f"ORCID token response has no valid orcid: {exc.message}") from None
-        granted = tuple(str(body.get("scope") or "").split())
-        claims: Mapping[str, Any] = {}
-        amr = None
+        grant = read_token_response(body, sandbox=self.settings.sandbox)
         id_token = body.get("id_token")
         if require_id_token and (not isinstance(id_token, str) or not id_token):
             raise InvalidIdToken("openid was requested but the token response has no id_token")
         if id_token:
             if not isinstance(id_token, str):
                 raise InvalidIdToken("id_token is not a string")
-            claims = self.verify_id_token(id_token, nonce=nonce, orcid=orcid)
+            claims = self.verify_id_token(id_token, nonce=nonce, orcid=grant.orcid)
             amr = claims.get("amr") if isinstance(claims.get("amr"), str) else None
-        expires_in = body.get("expires_in")
-        name = body.get("name")
-        return Grant(
-            orcid=orcid,
-            access_token=body["access_token"],
-            refresh_token=body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None,
-            expires_in=int(expires_in) if isinstance(expires_in, (int, float)) else None,
-            scope=granted,
-            name=name if isinstance(name, str) and name.strip() else None,
-            amr=amr,
-            id_token_claims=claims,
-        )
+            grant = replace(grant, amr=amr, id_token_claims=claims)
+        return grant
 
     def revoke(self, token: str) -> None:
         form = {"client_id": self.settings.client_id, "client_secret": self.settings.client_secret, "token": token}
@@ -283,10 +216,10 @@ class OrcidClient:
             raise self._oauth_error("userinfo", response)
         return self._json("userinfo", response)
 
-    # --- member API v3.0: affiliations (orcid-facts §4) --------------------------------
+    # --- member API v3.0: affiliations (ORCID-Source orcid-api-web/tutorial/affiliations.md) ---
     def _member_url(self, orcid: OrcidId | str, kind: str, put_code: int | None = None, *, plural: bool = False) -> str:
-        if kind not in AFFILIATION_KINDS:
-            raise ValueError(f"kind must be one of {AFFILIATION_KINDS}, not {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         value = orcid.value if isinstance(orcid, OrcidId) else OrcidId.parse(orcid).value
         url = f"{self.settings.api_base_url}/v3.0/{value}/{kind}{'s' if plural else ''}"
         return url if put_code is None else f"{url}/{int(put_code)}"
@@ -299,26 +232,7 @@ class OrcidClient:
         return headers
 
     def _member_error(self, endpoint: str, response: requests.Response) -> Exception:
-        """ORCID's error bodies as exceptions. ORCID echoes the token in some 401 bodies, so
-        only fixed text (never ``error_description``) goes into the 401 exception."""
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        body = body if isinstance(body, dict) else {}
-        if status == 401 and body.get("error") == "invalid_token":
-            return TokenRevoked("invalid_token", f"ORCID rejected the access token ({endpoint})", 401)
-        raw_code = body.get("error-code")
-        error_code = raw_code if isinstance(raw_code, int) else (int(raw_code) if str(raw_code or "").isdigit() else None)
-        message = str(body.get("developer-message") or body.get("error") or f"ORCID {endpoint} refused the request")[:300]
-        if status == 409:
-            m = _PUT_CODE_IN_409.search(message)
-            if m:
-                return DuplicateItem(status, error_code, message, int(m.group(1)))
-        if status == 400:
-            return OrcidValidationError(status, error_code, message)
-        return OrcidApiError(status, error_code, message)
+        return member_error(endpoint, response.status_code, self._body(response))
 
     def post_affiliation(self, orcid: OrcidId | str, kind: str, body: Mapping[str, Any], access_token: str) -> int:
         """Create an employment/education item; returns its put-code (from ``Location``).
@@ -352,14 +266,6 @@ class OrcidClient:
         if response.status_code not in (200, 204):
             raise self._member_error(endpoint, response)
 
-    def get_affiliation(self, orcid: OrcidId | str, kind: str, put_code: int, access_token: str) -> dict[str, Any]:
-        endpoint = f"{kind}.get"
-        response = self._request(endpoint, "GET", self._member_url(orcid, kind, put_code),
-                                 headers=self._member_headers(access_token))
-        if response.status_code != 200:
-            raise self._member_error(endpoint, response)
-        return self._json(endpoint, response)
-
     def list_affiliations(self, orcid: OrcidId | str, kind: str, access_token: str) -> list[AffiliationSummary]:
         """Every employment (or education) summary on the record, with its source client id."""
         endpoint = f"{kind}s.get"
@@ -367,16 +273,7 @@ class OrcidClient:
                                  headers=self._member_headers(access_token))
         if response.status_code != 200:
             raise self._member_error(endpoint, response)
-        body = self._json(endpoint, response)
-        out = []
-        for group in body.get("affiliation-group") or []:
-            for wrapper in (group or {}).get("summaries") or []:
-                summary = (wrapper or {}).get(f"{kind}-summary")
-                if isinstance(summary, dict):
-                    parsed = _affiliation_summary(kind, summary)
-                    if parsed is not None:
-                        out.append(parsed)
-        return out
+        return affiliation_summaries(kind, self._json(endpoint, response))
 
     # --- id_token -------------------------------------------------------------------
     def _signing_key(self, kid: str) -> jwt.PyJWK:
@@ -461,44 +358,3 @@ def _equal(a: str, b: str) -> bool:
     import hmac
 
     return hmac.compare_digest(a.encode(), b.encode())
-
-
-def _value(node: Any) -> str | None:
-    if isinstance(node, dict):
-        node = node.get("value")
-    return node if isinstance(node, str) and node else None
-
-
-def _fuzzy_date(node: Any) -> str | None:
-    if not isinstance(node, dict):
-        return None
-    parts = [_value(node.get(k)) for k in ("year", "month", "day")]
-    return "-".join(p for p in parts if p) or None
-
-
-def _affiliation_summary(kind: str, s: dict[str, Any]) -> AffiliationSummary | None:
-    try:
-        put_code = int(s.get("put-code"))
-    except (TypeError, ValueError):
-        return None
-    source = s.get("source") or {}
-    client = (source.get("source-client-id") or {}) if isinstance(source, dict) else {}
-    ext = ((s.get("external-ids") or {}).get("external-id") or []) if isinstance(s.get("external-ids"), dict) else []
-    ids = tuple(
-        (str(e.get("external-id-type") or ""), str(e.get("external-id-value") or ""), str(e.get("external-id-relationship") or ""))
-        for e in ext if isinstance(e, dict)
-    )
-    org = s.get("organization") or {}
-    disamb = org.get("disambiguated-organization") or {} if isinstance(org, dict) else {}
-    return AffiliationSummary(
-        put_code=put_code,
-        kind=kind,
-        source_client_id=client.get("path") if isinstance(client, dict) else None,
-        external_ids=ids,
-        organization=org.get("name") if isinstance(org, dict) else None,
-        org_id=disamb.get("disambiguated-organization-identifier") if isinstance(disamb, dict) else None,
-        department=s.get("department-name") if isinstance(s.get("department-name"), str) else None,
-        role=s.get("role-title") if isinstance(s.get("role-title"), str) else None,
-        start=_fuzzy_date(s.get("start-date")),
-        end=_fuzzy_date(s.get("end-date")),
-    )

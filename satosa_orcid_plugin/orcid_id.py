@@ -9,7 +9,9 @@ Traceback (most recent call last):
 ...
 satosa_orcid_plugin.errors.InvalidOrcidId: '0000-0002-1825-0098' is not a valid ORCID iD: checksum digit is 8, expected 7
 
-The check digit is ISO/IEC 7064:2003 MOD 11-2 (orcid-facts.md section 5).
+The check digit is ISO/IEC 7064:2003 MOD 11-2, as ORCID-Source's ``OrcidCheckDigitGenerator``
+computes it ("Structure of the ORCID Identifier",
+https://support.orcid.org/hc/en-us/articles/360006897674-Structure-of-the-ORCID-Identifier).
 """
 from __future__ import annotations
 
@@ -86,10 +88,6 @@ class OrcidId:
     def uri(self) -> str:
         """The ORCID-preferred https URI, the form eduPersonOrcid requires."""
         return f"https://{self.host}/{self.value}"
-
-    @property
-    def compact(self) -> str:
-        return self.value.replace("-", "")
 
     def __str__(self) -> str:
         return self.value

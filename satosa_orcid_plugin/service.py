@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from .config import PluginConfig
-from .errors import ConnectMismatch, LinkConflict, MissingFlowState, NotFound, OrcidError, StateMismatch
+from .errors import CallbackReplayed, ConnectMismatch, LinkConflict, MissingFlowState, NotFound, OrcidError
 from .orcid_client import Grant, OrcidClient
 from .orcid_id import OrcidId
 from .outbox import affiliation_link_extra, service_hook
@@ -146,10 +146,10 @@ class OrcidLinkService:
         """Exchange ORCID's state-less connect code at once, and never twice."""
         digest = hashlib.sha256(code.encode()).hexdigest()
         if not self.store.consume_once(f"code:{digest}", self.clock() + timedelta(hours=1)):
-            raise StateMismatch("this ORCID connect link was already used")
+            raise CallbackReplayed("this ORCID connect link was already used")
         return self.client.exchange_code(code, redirect_uri, require_id_token=False)
 
-    def park(self, grant: Grant, *, verified: bool = False) -> str:
+    def keep_pending(self, grant: Grant, *, verified: bool = False) -> str:
         """Keep a grant whose institutional user is not known yet; returns the cookie handle."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
         self.reap_pending()

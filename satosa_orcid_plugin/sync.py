@@ -38,7 +38,7 @@ from typing import Any, Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from .affiliations import AffiliationSettings, SyncSettings, affiliation_body, parse_affiliations
+from .config import AffiliationSettings, SyncSettings, parse_affiliations
 from .errors import (
     ConfigError,
     DuplicateItem,
@@ -51,6 +51,7 @@ from .errors import (
     TokenRevoked,
 )
 from .orcid_client import OrcidClient
+from .orcid_records import affiliation_body
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
 from .ratelimit import RateLimiter
 

@@ -15,8 +15,6 @@ run ``store.rotate_keys()``, then drop the old key).
 ...      "scope": "/authenticate /read-limited"}, now)
 >>> t
 TokenSet(access_token=<redacted>, refresh_token=<redacted>, expires_at=2024-01-01T01:00:00+00:00, scope=('/authenticate', '/read-limited'))
->>> t.is_expired(now)
-False
 >>> cipher = TokenCipher.from_keys([TokenCipher.generate_key()])
 >>> cipher.decrypt(cipher.encrypt("secret"))
 'secret'
@@ -24,17 +22,14 @@ False
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .errors import ConfigError, OrcidProtocolError, StoreError
 
-DEFAULT_KEYS_VAR = "SATOSA_ORCID_TOKEN_KEYS"
 _REDACTED = "<redacted>"
 
 
@@ -85,12 +80,6 @@ class TokenSet:
             scope=parse_scope(resp.get("scope")),
         )
 
-    def is_expired(self, now: datetime, leeway: timedelta = timedelta(seconds=60)) -> bool:
-        """True when the access token is (or within ``leeway`` will be) past its expiry."""
-        if self.expires_at is None:
-            return False
-        return _require_utc(now, "now") + leeway >= self.expires_at
-
     def __repr__(self) -> str:
         refresh = _REDACTED if self.refresh_token else None
         expires = self.expires_at.isoformat() if self.expires_at else None
@@ -121,8 +110,8 @@ def key_fingerprint(key: str) -> str:
 class TokenCipher:
     """Encrypts tokens with the newest key and decrypts with any configured key.
 
-    Keys come from the environment (``SATOSA_ORCID_TOKEN_KEYS="new,old"``) or a file with one
-    key per line; the first key is the newest. Generate one with ``TokenCipher.generate_key()``.
+    Keys come from the configuration (``store.token_keys``, usually
+    ``!ENV SATOSA_ORCID_TOKEN_KEYS`` = ``"new,old"``); the first key is the newest. Generate one with ``TokenCipher.generate_key()``.
     """
 
     def __init__(self, keys: Sequence[str], *, source: str = "token_keys") -> None:
@@ -148,23 +137,6 @@ class TokenCipher:
         if isinstance(keys, str):
             keys = [keys]
         return cls(keys)
-
-    @classmethod
-    def from_env(cls, var: str = DEFAULT_KEYS_VAR) -> "TokenCipher":
-        raw = os.environ.get(var, "")
-        if not raw.strip():
-            raise ConfigError(var, "environment variable is not set (comma-separated Fernet keys, newest first)")
-        return cls(raw.split(","), source=var)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "TokenCipher":
-        """One key per line, newest first; blank lines and ``#`` comments are ignored."""
-        try:
-            text = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(path), f"cannot read token key file ({type(exc).__name__})") from None
-        lines = [ln.strip() for ln in text.splitlines()]
-        return cls([ln for ln in lines if ln and not ln.startswith("#")], source=str(path))
 
     @staticmethod
     def generate_key() -> str:

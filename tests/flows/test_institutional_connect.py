@@ -129,6 +129,7 @@ def test_a_connect_link_works_once(satosa_app, connect_link, orcid_emulator):
     assert first.status_code == 302
     again = Client(satosa_app.application).get(path_and_query(link))
     assert again.status_code == 400
+    assert page_of(again).h1.get_text() == "Your ORCID iD could not be connected"  # a replayed code: same page
     assert page_of(again).find(id="reference").get_text()
     assert len([r for r in orcid_emulator.requests if r.path == "/oauth/token"]) == 1
 

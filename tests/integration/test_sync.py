@@ -20,8 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from satosa_orcid_plugin.affiliations import AffiliationSettings, Organization, parse_affiliations
-from satosa_orcid_plugin.config import OrcidSettings, Timeouts
+from satosa_orcid_plugin.config import AffiliationSettings, Organization, OrcidSettings, Timeouts, parse_affiliations
 from satosa_orcid_plugin.devstack.emulator import ClientRegistration, DemoAccount, DEMO_ACCOUNTS, Emulator, serve_in_thread
 from satosa_orcid_plugin.errors import DuplicateItem, OrcidApiError, OrcidValidationError, TokenRevoked
 from satosa_orcid_plugin.orcid_client import OrcidClient
@@ -439,7 +438,7 @@ def test_client_maps_member_api_errors(env):
     with pytest.raises(OrcidValidationError) as bad:
         env.client.post_affiliation(JOSIAH, "employment", {**body, "put-code": 1}, token)
     assert bad.value.error_code == 9024
-    assert env.client.get_affiliation(JOSIAH, "employment", put_code, token)["put-code"] == put_code
+    assert [s.put_code for s in env.client.list_affiliations(JOSIAH, "employment", token)] == [put_code]
     env.emulator.revoke_user_tokens(JOSIAH)
     with pytest.raises(TokenRevoked) as revoked:
         env.client.post_affiliation(JOSIAH, "employment", body, token)

@@ -1,4 +1,4 @@
-"""Affiliation settings, the items the attributes call for, and the ORCID v3.0 bodies."""
+"""The items the attributes call for, their states, and the ORCID v3.0 bodies."""
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
@@ -6,19 +6,16 @@ from datetime import date, datetime, timezone
 import pytest
 
 from satosa_orcid_plugin.affiliations import (
-    AffiliationSettings,
     DesiredItem,
-    Organization,
     PartialDate,
-    affiliation_body,
     desired_items,
     gone_state,
-    parse_affiliations,
     present_state,
     self_external_id,
     state_hash,
 )
-from satosa_orcid_plugin.errors import ConfigError
+from satosa_orcid_plugin.config import AffiliationSettings, parse_affiliations
+from satosa_orcid_plugin.orcid_records import affiliation_body
 
 LINKED = datetime(2024, 3, 5, 10, 0, tzinfo=timezone.utc)
 ORG = {"name": "Boston University", "city": "Boston", "region": "Massachusetts", "country": "US",
@@ -31,70 +28,6 @@ def settings(**extra) -> AffiliationSettings:
     parsed = parse_affiliations(raw)
     assert parsed is not None
     return parsed
-
-
-# --- config ----------------------------------------------------------------------------
-def test_minimal_config_takes_the_documented_defaults():
-    s = parse_affiliations({"organization": {"name": "Boston University", "city": "Boston", "country": "us",
-                                             "disambiguated_id": "05qwgg493"}})
-    assert s.organization == Organization("Boston University", "Boston", "US", "https://ror.org/05qwgg493", "ROR", None)
-    assert dict(s.kinds) == {"faculty": "employment", "staff": "employment", "employee": "employment",
-                             "student": "education"}
-    assert s.affiliation_attributes == ("edupersonaffiliation", "edupersonscopedaffiliation")
-    assert s.on_leave == "end_date"
-    assert s.external_id_type == "other-id"
-    assert s.sync.rate_per_second <= 24 and s.sync.burst <= 40
-
-
-def test_absent_or_disabled_means_no_affiliations():
-    assert parse_affiliations(None) is None
-    assert parse_affiliations({"enabled": False}) is None
-
-
-@pytest.mark.parametrize(("change", "key", "problem"), [
-    ({"organization": {**ORG, "name": ""}}, "affiliations.organization.name", "is required"),
-    ({"organization": {**ORG, "city": None}}, "affiliations.organization.city", "is required"),
-    ({"organization": {**ORG, "country": "USA"}}, "affiliations.organization.country", "ISO 3166-1"),
-    ({"organization": {**ORG, "country": "XX"}}, "affiliations.organization.country", "ISO 3166-1"),
-    ({"organization": {**ORG, "disambiguated_id": "https://ror.org/05qwgg494"}},
-     "affiliations.organization.disambiguated_id", "checksum"),
-    ({"organization": {**ORG, "disambiguation_source": "WIKIDATA"}},
-     "affiliations.organization.disambiguation_source", "ROR recommended"),
-    ({"organization": {**ORG, "disambiguation_source": "GRID", "disambiguated_id": "05qwgg493"}},
-     "affiliations.organization.disambiguated_id", "not a GRID identifier"),
-    ({"organization": {**ORG, "colour": "crimson"}}, "affiliations.organization.colour", "unknown key"),
-    ({"kinds": {"faculty": "job"}}, "affiliations.kinds.faculty", "employment, education or none"),
-    ({"kinds": []}, "affiliations.kinds", "must map"),
-    ({"on_leave": "forget"}, "affiliations.on_leave", "end_date, delete"),
-    ({"sync": {"rate_per_second": 30}}, "affiliations.sync.rate_per_second", "ORCID's limit"),
-    ({"sync": {"burst": 41}}, "affiliations.sync.burst", "ORCID's burst"),
-    ({"sync": {"backoff_base": 10, "backoff_max": 5}}, "affiliations.sync.backoff_max", "backoff_base"),
-    ({"external_id_type": "Not A Type!"}, "affiliations.external_id_type", "identifier type"),
-    ({"department": "ou"}, "affiliations.department", "unknown key"),
-])
-def test_config_errors_name_the_key_and_never_echo_the_value(change, key, problem):
-    raw = {"organization": dict(ORG)}
-    raw.update(change)
-    with pytest.raises(ConfigError) as info:
-        parse_affiliations(raw)
-    assert info.value.key == key
-    assert problem in info.value.problem
-    assert "05qwgg494" not in str(info.value) and "crimson" not in str(info.value)
-
-
-def test_missing_organization_is_reported():
-    with pytest.raises(ConfigError) as info:
-        parse_affiliations({"department_attribute": "ou"})
-    assert info.value.key == "affiliations.organization.name"
-
-
-def test_other_disambiguation_sources_are_normalised_as_orcid_stores_them():
-    fundref = parse_affiliations({"organization": {**ORG, "disambiguation_source": "fundref",
-                                                   "disambiguated_id": "10.13039/100000001"}})
-    assert fundref.organization.disambiguated_id == "http://dx.doi.org/10.13039/100000001"
-    assert fundref.organization.disambiguation_source == "FUNDREF"
-    ringgold = parse_affiliations({"organization": {**ORG, "disambiguation_source": "RINGGOLD", "disambiguated_id": 1846}})
-    assert ringgold.organization.disambiguated_id == "1846"
 
 
 def test_custom_kinds_can_add_and_drop_values():
@@ -135,6 +68,8 @@ def test_scoped_affiliations_count_only_for_configured_scopes():
     ("20190901000000Z", PartialDate(2019, 9, 1)),
     ("not a date", PartialDate(2024, 3, 5)),
     ("2019-13-01", PartialDate(2024, 3, 5)),
+    ("2101-01-01", PartialDate(2024, 3, 5)),  # beyond ORCID's last year (2100): ORCID would answer 400
+    ("2100-12-31", PartialDate(2100, 12, 31)),
 ])
 def test_start_date_from_an_attribute_or_the_link_date(value, expected):
     s = settings(start_date_attribute="hireDate")

@@ -5,7 +5,7 @@ import copy
 import pytest
 from cryptography.fernet import Fernet
 
-from satosa_orcid_plugin.config import parse_config
+from satosa_orcid_plugin.config import Organization, parse_affiliations, parse_config
 from satosa_orcid_plugin.errors import ConfigError
 
 SECRET = "s3cr3t-value-that-must-never-be-echoed"
@@ -57,7 +57,7 @@ def test_string_values_from_env_tags_are_coerced():
     assert c.orcid.timeouts.as_tuple() == (1.5, 4.0)
     assert c.orcid.prompt_login is True
     assert c.decline.not_now_seconds == 7 * 86400
-    assert c.orcid.member_scopes
+    assert c.orcid.scopes == ("openid", "/read-limited", "/activities/update")
 
 
 def test_trigger_list_of_requesters():
@@ -120,3 +120,84 @@ def test_repr_redacts_secrets():
     c = parse_config(cfg())
     assert SECRET not in repr(c) and KEY not in repr(c)
     assert SECRET not in repr(c.orcid) and KEY not in repr(c.store)
+
+
+# --- affiliations: ----------------------------------------------------------------------
+ORG = {"name": "Boston University", "city": "Boston", "region": "Massachusetts", "country": "US",
+       "disambiguated_id": "https://ror.org/05qwgg493", "disambiguation_source": "ROR"}
+
+
+def test_parse_config_parses_the_affiliations_block_itself():
+    """``PluginConfig.affiliations`` is what ``parse_affiliations`` makes of the same YAML,
+    None included, so no caller needs to parse the block again."""
+    raw = cfg(affiliations={"organization": dict(ORG), "department_attribute": "ou"})
+    assert parse_config(raw).affiliations == parse_affiliations(raw["affiliations"])
+    assert parse_config(raw).affiliations.department_attribute == "ou"
+    assert parse_config(cfg()).affiliations is None
+    assert parse_config(cfg(affiliations={"enabled": False, "organization": dict(ORG)})).affiliations is None
+    with pytest.raises(ConfigError) as info:
+        parse_config(cfg(affiliations={"organization": {**ORG, "country": "XX"}}))
+    assert info.value.key == "affiliations.organization.country"
+
+
+def test_minimal_config_takes_the_documented_defaults():
+    s = parse_affiliations({"organization": {"name": "Boston University", "city": "Boston", "country": "us",
+                                             "disambiguated_id": "05qwgg493"}})
+    assert s.organization == Organization("Boston University", "Boston", "US", "https://ror.org/05qwgg493", "ROR", None)
+    assert dict(s.kinds) == {"faculty": "employment", "staff": "employment", "employee": "employment",
+                             "student": "education"}
+    assert s.affiliation_attributes == ("edupersonaffiliation", "edupersonscopedaffiliation")
+    assert s.on_leave == "end_date"
+    assert s.external_id_type == "other-id"
+    assert s.sync.rate_per_second <= 24 and s.sync.burst <= 40
+
+
+def test_absent_or_disabled_means_no_affiliations():
+    assert parse_affiliations(None) is None
+    assert parse_affiliations({"enabled": False}) is None
+
+
+@pytest.mark.parametrize(("change", "key", "problem"), [
+    ({"organization": {**ORG, "name": ""}}, "affiliations.organization.name", "is required"),
+    ({"organization": {**ORG, "city": None}}, "affiliations.organization.city", "is required"),
+    ({"organization": {**ORG, "country": "USA"}}, "affiliations.organization.country", "ISO 3166-1"),
+    ({"organization": {**ORG, "country": "XX"}}, "affiliations.organization.country", "ISO 3166-1"),
+    ({"organization": {**ORG, "disambiguated_id": "https://ror.org/05qwgg494"}},
+     "affiliations.organization.disambiguated_id", "checksum"),
+    ({"organization": {**ORG, "disambiguation_source": "WIKIDATA"}},
+     "affiliations.organization.disambiguation_source", "ROR recommended"),
+    ({"organization": {**ORG, "disambiguation_source": "GRID", "disambiguated_id": "05qwgg493"}},
+     "affiliations.organization.disambiguated_id", "not a GRID identifier"),
+    ({"organization": {**ORG, "colour": "crimson"}}, "affiliations.organization.colour", "unknown key"),
+    ({"kinds": {"faculty": "job"}}, "affiliations.kinds.faculty", "employment, education or none"),
+    ({"kinds": []}, "affiliations.kinds", "must map"),
+    ({"on_leave": "forget"}, "affiliations.on_leave", "end_date, delete"),
+    ({"sync": {"rate_per_second": 30}}, "affiliations.sync.rate_per_second", "ORCID's limit"),
+    ({"sync": {"burst": 41}}, "affiliations.sync.burst", "ORCID's burst"),
+    ({"sync": {"backoff_base": 10, "backoff_max": 5}}, "affiliations.sync.backoff_max", "backoff_base"),
+    ({"external_id_type": "Not A Type!"}, "affiliations.external_id_type", "identifier type"),
+    ({"department": "ou"}, "affiliations.department", "unknown key"),
+])
+def test_config_errors_name_the_key_and_never_echo_the_value(change, key, problem):
+    raw = {"organization": dict(ORG)}
+    raw.update(change)
+    with pytest.raises(ConfigError) as info:
+        parse_affiliations(raw)
+    assert info.value.key == key
+    assert problem in info.value.problem
+    assert "05qwgg494" not in str(info.value) and "crimson" not in str(info.value)
+
+
+def test_missing_organization_is_reported():
+    with pytest.raises(ConfigError) as info:
+        parse_affiliations({"department_attribute": "ou"})
+    assert info.value.key == "affiliations.organization.name"
+
+
+def test_other_disambiguation_sources_are_normalised_as_orcid_stores_them():
+    fundref = parse_affiliations({"organization": {**ORG, "disambiguation_source": "fundref",
+                                                   "disambiguated_id": "10.13039/100000001"}})
+    assert fundref.organization.disambiguated_id == "http://dx.doi.org/10.13039/100000001"
+    assert fundref.organization.disambiguation_source == "FUNDREF"
+    ringgold = parse_affiliations({"organization": {**ORG, "disambiguation_source": "RINGGOLD", "disambiguated_id": 1846}})
+    assert ringgold.organization.disambiguated_id == "1846"

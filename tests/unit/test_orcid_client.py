@@ -87,7 +87,7 @@ def test_reused_code_is_refused_and_never_retried(client, emulator):
     grant = client.exchange_code(code, REDIRECT, nonce="n")
     with pytest.raises(OrcidOAuthError) as info:
         client.exchange_code(code, REDIRECT, nonce="n")
-    assert info.value.error == "invalid_grant"
+    assert info.value.error_code == "invalid_grant"
     # ORCID revokes what the first exchange issued
     with pytest.raises(TokenRevoked):
         client.userinfo(grant.access_token)
@@ -97,7 +97,7 @@ def test_redirect_uri_must_be_identical(client, emulator):
     code = emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="n")
     with pytest.raises(OrcidOAuthError) as info:
         client.exchange_code(code, REDIRECT + "/", nonce="n")
-    assert info.value.error == "invalid_grant"
+    assert info.value.error_code == "invalid_grant"
 
 
 def test_wrong_client_secret(emulator):
@@ -183,4 +183,4 @@ def test_token_endpoint_html_401_is_bad_client_credentials():
     responses.add(responses.POST, f"{url}/oauth/token", body="Bad client credentials", status=401)
     with pytest.raises(OrcidOAuthError) as info:
         OrcidClient(settings(url)).exchange_code("c", REDIRECT)
-    assert info.value.error == "invalid_client"
+    assert info.value.error_code == "invalid_client"
