@@ -34,7 +34,7 @@ def _settings(obj: Any) -> Any:
     import os
 
     from .affiliations import parse_affiliations
-    from .config_files import find_plugin_entries
+    from .ops.discovery import find_plugin_entries
 
     settings = getattr(obj.plugin_config(), "affiliations", None)
     if settings is None:

@@ -43,7 +43,7 @@ from satosa.response import Redirect, Response
 from . import metrics, pages
 from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
-from .health import health_endpoint
+from .ops.health import health_endpoint
 from .errors import (
     BadCallback,
     CallbackReplayed,

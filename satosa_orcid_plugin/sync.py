@@ -321,7 +321,7 @@ def load_settings(config_path: str) -> tuple[Any, AffiliationSettings]:
     """The plugin config and its ``affiliations:`` settings from a proxy_conf.yaml or the
     micro-service YAML; ConfigError when no affiliations are configured."""
     from .config import parse_config
-    from .config_files import find_plugin_entries
+    from .ops.discovery import find_plugin_entries
 
     entry = find_plugin_entries(config_path)[0]
     config = parse_config(entry.raw)

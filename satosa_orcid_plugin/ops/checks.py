@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import parse_config
-from .config_files import PLUGIN_MODULES, load_yaml
-from .errors import ConfigError
-from .hardening import check_config_warnings
+from ..config import parse_config
+from ..errors import ConfigError
+from .cookie_size import check_config_warnings
+from .discovery import PLUGIN_MODULES, load_yaml
 
 RESERVED_STATE_KEYS = {"SATOSA_BASE", "ROUTER", "SESSION_ID", "CONSENT"}
 

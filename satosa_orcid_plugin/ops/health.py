@@ -46,7 +46,7 @@ def health_response(ok: bool, *, head: bool = False) -> Any:
 
 def health_endpoint(micro_service: Any) -> Callable[[Any], Any]:
     """The bound endpoint for ``^<name>/health$`` of an ``OrcidConnect`` instance."""
-    from .hardening import warn_at_startup
+    from .cookie_size import warn_at_startup
 
     warn_at_startup(micro_service.name, micro_service.config)
     store = micro_service.service.store
