@@ -6,6 +6,7 @@ module's ``ops_deployment``) with the ORCID emulator on loopback.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import re
@@ -300,6 +301,31 @@ def test_health_endpoint_through_the_app(ops_deployment, monkeypatch):
     started = time.monotonic()
     assert client.get("/orcid/health").status_code == 503
     assert time.monotonic() - started < 2
+
+
+def test_health_endpoint_only_builds_the_endpoint_and_the_constructor_warns(ops_deployment, monkeypatch):
+    """Registering /health runs no start-up check; ``OrcidConnect.__init__`` runs the state
+    cookie estimate, once per micro-service instance."""
+    from satosa_orcid_plugin import microservice
+    from satosa_orcid_plugin.ops import cookie_size
+    from satosa_orcid_plugin.ops.health import health_endpoint
+    from satosa_orcid_plugin.ops.wsgi import create_app
+
+    def no_estimate(*args, **kwargs):
+        raise AssertionError("health_endpoint must not run the state cookie estimate")
+
+    monkeypatch.setattr(cookie_size, "estimate_state_cookie", no_estimate)
+    calls = []
+    endpoint = health_endpoint(lambda: calls.append("db") or True)
+    assert calls == []  # building it asks nothing
+    assert json.loads(endpoint(type("Ctx", (), {"request_method": "GET"})()).message)["database"] == "ok"
+    assert calls == ["db"]
+    monkeypatch.undo()
+
+    warned = []
+    monkeypatch.setattr(microservice, "warn_at_startup", lambda name, config: warned.append(name))
+    create_app(copy.deepcopy(ops_deployment.config))  # a fresh app: SATOSA builds the micro-services
+    assert warned == ["orcid"]
 
 
 # --- state cookie size, request guard ----------------------------------------------------------------
