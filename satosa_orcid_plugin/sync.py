@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import random
-import signal
 import socket
 import sys
 import threading
@@ -50,6 +49,7 @@ from .errors import (
     StoreError,
     TokenRevoked,
 )
+from .ops.signals import stop_event_on_signals
 from .orcid_client import OrcidClient
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
 from .ratelimit import RateLimiter
@@ -369,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             print(json.dumps(worker.run_once().as_dict()), flush=True)
             return 0
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_event_on_signals()
         worker.run_forever(stop)
         return 0
     except OrcidPluginError as exc:
