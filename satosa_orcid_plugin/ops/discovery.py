@@ -52,9 +52,9 @@ def find_plugin_entries(path: str | os.PathLike[str]) -> list[PluginEntry]:
                     # SATOSA opens these relative to its working directory; try that, then the file's folder.
                     item_path = item_path if item_path.exists() else path.parent / item
                 where = str(item_path)
-                item = load_yaml(item_path) if item_path.is_file() else None
-                if item is None:
-                    raise ConfigError(f"{path}: MICRO_SERVICES[{i}]", f"file {item!s} not found")
+                if not item_path.is_file():
+                    raise ConfigError(f"{path}: MICRO_SERVICES[{i}]", f"file {item} not found")
+                item = load_yaml(item_path)
             if isinstance(item, dict) and item.get("module") in PLUGIN_MODULES:
                 entries.append(PluginEntry(str(item.get("name") or "orcid"), item.get("config") or {}, where))
         if not entries:

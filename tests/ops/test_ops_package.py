@@ -6,7 +6,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 import satosa_orcid_plugin
+from satosa_orcid_plugin.errors import ConfigError
+from satosa_orcid_plugin.ops.discovery import find_plugin_entries
 from satosa_orcid_plugin.ops.signals import stop_event_on_signals
 
 PACKAGE = Path(satosa_orcid_plugin.__file__).parent
@@ -79,3 +83,17 @@ def test_stop_event_on_signals_defaults_to_sigterm_and_sigint():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_a_missing_micro_service_file_is_named(tmp_path, monkeypatch):
+    """It used to say ``file None not found``; an empty micro-service file was "not found" too."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "proxy_conf.yaml").write_text("MICRO_SERVICES:\n  - plugins/orcid.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        find_plugin_entries(tmp_path / "proxy_conf.yaml")
+    assert info.value.problem == "file plugins/orcid.yaml not found"
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "orcid.yaml").write_text("")
+    with pytest.raises(ConfigError) as info:
+        find_plugin_entries(tmp_path / "proxy_conf.yaml")
+    assert info.value.key.endswith("MICRO_SERVICES") and "no satosa_orcid_plugin.OrcidConnect entry" in info.value.problem
