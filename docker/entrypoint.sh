@@ -78,6 +78,6 @@ if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
 fi
 
 if [ "$serve" -eq 1 ]; then
-    exec gunicorn -c python:satosa_orcid_plugin.gunicorn_conf "$@" satosa_orcid_plugin.wsgi:app
+    exec gunicorn -c python:satosa_orcid_plugin.ops.gunicorn_conf "$@" satosa_orcid_plugin.ops.wsgi:app
 fi
 exec "$@"

@@ -25,7 +25,7 @@ class Ctx:
         self._store = None
 
     def plugin_config(self):
-        from .config_files import load_plugin_config
+        from .ops.discovery import load_plugin_config
 
         path = self.config_path or os.environ.get("SATOSA_ORCID_CONFIG")
         if not path:
@@ -270,7 +270,7 @@ def keys_rotate(obj: Ctx) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config(path: str) -> None:
     """Load PATH (proxy_conf.yaml) as SATOSA does and report every problem with its key path."""
-    from .checks import check_proxy_config
+    from .ops.checks import check_proxy_config
 
     problems, warnings = check_proxy_config(Path(path))
     for w in warnings:

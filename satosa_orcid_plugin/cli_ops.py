@@ -12,14 +12,13 @@ to ``$PROMETHEUS_MULTIPROC_DIR``; with a database (``--config`` or
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from typing import Any
 
 import click
 
 from .cli_base import Group
+from .ops.signals import stop_event_on_signals
 
 HEALTH_URL_ENV = "SATOSA_ORCID_HEALTH_URL"
 DEFAULT_HEALTH_URL = "http://127.0.0.1:8000/orcid/health"
@@ -59,9 +58,7 @@ def metrics_serve(obj: Any, port: int, host: str, token_file: str | None, no_dat
     except OSError as exc:
         click.echo(f"satosa-orcid: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(1)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event_on_signals()
     click.echo(f"metrics on http://{host}:{server.port}/metrics"
                + (" (bearer token required)" if token else ""), err=True)
     stop.wait()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +22,7 @@ import click
 from .cli_base import Group
 
 from .errors import ConfigError, OrcidError
+from .ops.signals import stop_event_on_signals
 
 
 
@@ -34,7 +33,7 @@ def _settings(obj: Any) -> Any:
     import os
 
     from .config import parse_affiliations
-    from .config_files import find_plugin_entries
+    from .ops.discovery import find_plugin_entries
 
     settings = getattr(obj.plugin_config(), "affiliations", None)
     if settings is None:
@@ -98,9 +97,7 @@ def sync_run(obj: Any, once: bool, lease: float | None, batch_size: int | None) 
         record_sync_report(report)
         click.echo(json.dumps(report.as_dict()))
         return
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event_on_signals()
     click.echo(f"affiliation sync worker {worker.owner} running (Ctrl-C to stop)", err=True)
     from .metrics import record_sync_report
 

@@ -43,7 +43,8 @@ from satosa.response import Redirect, Response
 from . import metrics, pages
 from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
-from .health import health_endpoint
+from .ops.cookie_size import warn_at_startup
+from .ops.health import health_endpoint
 from .errors import (
     BadCallback,
     CallbackReplayed,
@@ -121,6 +122,7 @@ class OrcidConnect(ResponseMicroService):
         self.pending_cookie = f"{self.name}_pending"
         self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
         self.secure = self.config.connect.cookie_secure
+        warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
 
     def register_endpoints(self) -> list[tuple[str, Any]]:
         return [
@@ -128,7 +130,7 @@ class OrcidConnect(ResponseMicroService):
             (f"^{self.name}/connect$", self._guard(self._connect, "GET")),
             (f"^{self.name}/choice$", self._guard(self._choice, "POST")),
             (f"^{self.name}/confirm$", self._guard(self._confirm, "POST")),
-            (f"^{self.name}/health$", health_endpoint(self)),
+            (f"^{self.name}/health$", health_endpoint(lambda: self.service.store.health())),
         ]
 
     # --- the login --------------------------------------------------------------------

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import random
-import signal
 import socket
 import sys
 import threading
@@ -50,6 +49,7 @@ from .errors import (
     StoreError,
     TokenRevoked,
 )
+from .ops.signals import stop_event_on_signals
 from .orcid_client import OrcidClient
 from .orcid_records import affiliation_body
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
@@ -322,7 +322,7 @@ def load_settings(config_path: str) -> tuple[Any, AffiliationSettings]:
     """The plugin config and its ``affiliations:`` settings from a proxy_conf.yaml or the
     micro-service YAML; ConfigError when no affiliations are configured."""
     from .config import parse_config
-    from .config_files import find_plugin_entries
+    from .ops.discovery import find_plugin_entries
 
     entry = find_plugin_entries(config_path)[0]
     config = parse_config(entry.raw)
@@ -370,9 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             print(json.dumps(worker.run_once().as_dict()), flush=True)
             return 0
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_event_on_signals()
         worker.run_forever(stop)
         return 0
     except OrcidPluginError as exc:

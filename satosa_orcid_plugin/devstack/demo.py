@@ -6,7 +6,7 @@ It builds a :class:`~.layout.DemoLayout` and starts four real processes on loopb
 emulator    gunicorn ``satosa_orcid_plugin.devstack.emulator:make_app_from_env()``   8090
 idp         gunicorn ``satosa_orcid_plugin.devstack.demo_idp:make_app_from_env()``   8091
 sp          gunicorn ``satosa_orcid_plugin.devstack.demo_sp:make_app_from_env()``    8092
-proxy       gunicorn ``--chdir proxy_conf -w 2 --certfile --keyfile satosa_orcid_plugin.wsgi:app``  8443
+proxy       gunicorn ``--chdir proxy_conf -w 2 --certfile --keyfile satosa_orcid_plugin.ops.wsgi:app``  8443
 ==========  =====================================================================  =======
 
 ``--port-base N`` moves them to proxy N, emulator N+1, IdP N+2, SP N+3.
@@ -197,7 +197,7 @@ class DemoStack:
             ChildProcess(
                 "proxy", p.proxy,
                 _gunicorn(
-                    f"{host}:{p.proxy}", "satosa_orcid_plugin.wsgi:app",
+                    f"{host}:{p.proxy}", "satosa_orcid_plugin.ops.wsgi:app",
                     "--chdir", str(layout.proxy_conf_dir),
                     "--certfile", str(layout.tls_cert),
                     "--keyfile", str(layout.tls_key),

@@ -31,7 +31,7 @@ def test_callback_served_by_another_instance_finishes_the_login(tmp_path, postgr
     assert upgrade.returncode == 0, upgrade.stderr
     proxies = [
         ChildProcess(f"proxy-{i}", port,
-                     _gunicorn(f"{layout.host}:{port}", "satosa_orcid_plugin.wsgi:app", "--chdir", str(layout.proxy_conf_dir),
+                     _gunicorn(f"{layout.host}:{port}", "satosa_orcid_plugin.ops.wsgi:app", "--chdir", str(layout.proxy_conf_dir),
                                "--certfile", str(layout.tls_cert), "--keyfile", str(layout.tls_key), workers=2),
                      f"https://{layout.host}:{port}/Saml2IDP/proxy.xml", layout.logs_dir / f"proxy-{i}.log",
                      cwd=layout.proxy_conf_dir)

@@ -251,7 +251,7 @@ def test_an_upstream_eduPersonOrcid_is_not_released_unless_that_idp_is_trusted(
 def test_member_integration_writes_employment_after_the_hop_through_the_worker(
     satosa_config, demo_sp, demo_layout, orcid_consent, start_login, idp_respond, orcid_emulator, sp_receive,
 ):
-    from satosa_orcid_plugin.config_files import load_plugin_config  # noqa: F401 (documents the entry point)
+    from satosa_orcid_plugin.ops.discovery import load_plugin_config  # noqa: F401 (documents the entry point)
     from satosa_orcid_plugin.config import parse_config
     from satosa_orcid_plugin.service import OrcidLinkService
     from satosa_orcid_plugin.sync import SyncWorker

@@ -109,7 +109,7 @@ class Deployment:
     def app(self, **changes: Any) -> Any:
         """The production WSGI app (SATOSA behind the request guard) with the plugin config
         ``changes`` applied (e.g. ``on_error="fail"``); built once per distinct change set."""
-        from satosa_orcid_plugin.wsgi import create_app
+        from satosa_orcid_plugin.ops.wsgi import create_app
 
         key = repr(sorted(changes.items()))
         if key not in self.apps:

@@ -294,7 +294,7 @@ def test_gunicorn_conf_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GUNICORN_BIND", "127.0.0.1:9999")
     monkeypatch.setenv("GUNICORN_WORKERS", "3")
     monkeypatch.setenv("SATOSA_CONFIG", str(tmp_path / "conf" / "proxy_conf.yaml"))
-    import satosa_orcid_plugin.gunicorn_conf as conf
+    import satosa_orcid_plugin.ops.gunicorn_conf as conf
 
     conf = importlib.reload(conf)
     assert conf.bind == ["127.0.0.1:9999"] and conf.workers == 3

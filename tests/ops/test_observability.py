@@ -1,4 +1,4 @@
-"""Metrics, health, audit events and the hardening checks, in-process.
+"""Metrics, health, audit events and the operations checks (state cookie size, request guard), in-process.
 
 The flow-level tests run SATOSA's real WSGI app built from the real ``proxy_conf/`` (the
 module's ``ops_deployment``) with the ORCID emulator on loopback.
@@ -6,6 +6,7 @@ module's ``ops_deployment``) with the ORCID emulator on loopback.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import re
@@ -281,7 +282,7 @@ def test_metrics_serve_command_with_a_token_file(tmp_path):
 
 # --- health ---------------------------------------------------------------------------------------
 def test_health_endpoint_through_the_app(ops_deployment, monkeypatch):
-    from satosa_orcid_plugin import health
+    from satosa_orcid_plugin.ops import health
     from satosa_orcid_plugin.store import Store
 
     client = ops_deployment.client()
@@ -302,14 +303,39 @@ def test_health_endpoint_through_the_app(ops_deployment, monkeypatch):
     assert time.monotonic() - started < 2
 
 
-# --- hardening ------------------------------------------------------------------------------------
+def test_health_endpoint_only_builds_the_endpoint_and_the_constructor_warns(ops_deployment, monkeypatch):
+    """Registering /health runs no start-up check; ``OrcidConnect.__init__`` runs the state
+    cookie estimate, once per micro-service instance."""
+    from satosa_orcid_plugin import microservice
+    from satosa_orcid_plugin.ops import cookie_size
+    from satosa_orcid_plugin.ops.health import health_endpoint
+    from satosa_orcid_plugin.ops.wsgi import create_app
+
+    def no_estimate(*args, **kwargs):
+        raise AssertionError("health_endpoint must not run the state cookie estimate")
+
+    monkeypatch.setattr(cookie_size, "estimate_state_cookie", no_estimate)
+    calls = []
+    endpoint = health_endpoint(lambda: calls.append("db") or True)
+    assert calls == []  # building it asks nothing
+    assert json.loads(endpoint(type("Ctx", (), {"request_method": "GET"})()).message)["database"] == "ok"
+    assert calls == ["db"]
+    monkeypatch.undo()
+
+    warned = []
+    monkeypatch.setattr(microservice, "warn_at_startup", lambda name, config: warned.append(name))
+    create_app(copy.deepcopy(ops_deployment.config))  # a fresh app: SATOSA builds the micro-services
+    assert warned == ["orcid"]
+
+
+# --- state cookie size, request guard ----------------------------------------------------------------
 DEMO_INTERNAL = ["edupersonprincipalname", "edupersonuniqueid", "givenname", "surname", "displayname", "mail",
                  "edupersonaffiliation", "edupersonscopedaffiliation", "ou", "title"]
 
 
 def test_state_cookie_estimate_matches_a_real_hop(ops_deployment):
     """The estimate, for the demo IdP's attributes, against the real cookie of a real hop."""
-    from satosa_orcid_plugin.hardening import estimate_state_cookie
+    from satosa_orcid_plugin.ops.cookie_size import estimate_state_cookie
 
     client = ops_deployment.client()
     request = start_login_via(client, ops_deployment.sp)
@@ -325,17 +351,17 @@ def test_state_cookie_estimate_matches_a_real_hop(ops_deployment):
 
 
 def test_state_cookie_warnings_at_start_up_and_in_check_config(ops_deployment, tmp_path, caplog, monkeypatch):
-    from satosa_orcid_plugin import hardening
-    from satosa_orcid_plugin.checks import check_proxy_config
+    from satosa_orcid_plugin.ops import cookie_size
+    from satosa_orcid_plugin.ops.checks import check_proxy_config
     from satosa_orcid_plugin.config import parse_config
 
     config = parse_config(plugin_config(ops_deployment.config))
-    caplog.set_level("DEBUG", logger="satosa_orcid_plugin.hardening")
-    size = hardening.warn_at_startup("orcid", config)
-    assert size and size < hardening.STATE_COOKIE_WARN_BYTES
+    caplog.set_level("DEBUG", logger="satosa_orcid_plugin.ops.cookie_size")
+    size = cookie_size.warn_at_startup("orcid", config)
+    assert size and size < cookie_size.STATE_COOKIE_WARN_BYTES
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
-    monkeypatch.setattr(hardening, "STATE_COOKIE_WARN_BYTES", 500)
-    hardening.warn_at_startup("orcid", config)
+    monkeypatch.setattr(cookie_size, "STATE_COOKIE_WARN_BYTES", 500)
+    cookie_size.warn_at_startup("orcid", config)
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "state cookie" in warning and "4096" in warning
     monkeypatch.undo()

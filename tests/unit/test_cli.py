@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from satosa_orcid_plugin.cli import main
-from satosa_orcid_plugin.config_files import load_plugin_config
+from satosa_orcid_plugin.ops.discovery import load_plugin_config
 from satosa_orcid_plugin.devstack.emulator import ClientRegistration, Emulator, serve_in_thread
 from satosa_orcid_plugin.service import OrcidLinkService
 

@@ -1,4 +1,4 @@
-"""gunicorn settings of the image (``gunicorn -c python:satosa_orcid_plugin.gunicorn_conf``).
+"""gunicorn settings of the image (``gunicorn -c python:satosa_orcid_plugin.ops.gunicorn_conf``).
 
 Environment (all optional): ``GUNICORN_BIND`` (``0.0.0.0:8000``), ``GUNICORN_WORKERS`` (4),
 ``GUNICORN_THREADS`` (4), ``GUNICORN_TIMEOUT`` (60 s: above the ORCID timeouts),

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import parse_config
-from .config_files import PLUGIN_MODULES, load_yaml
-from .errors import ConfigError
-from .hardening import check_config_warnings
+from ..config import parse_config
+from ..errors import ConfigError
+from .cookie_size import check_config_warnings
+from .discovery import PLUGIN_MODULES, load_yaml
 
 RESERVED_STATE_KEYS = {"SATOSA_BASE", "ROUTER", "SESSION_ID", "CONSENT"}
 
@@ -111,9 +111,11 @@ TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
 
 def _orcid_identifier_warnings(frontends: list[dict[str, Any]], attrs: dict[str, Any],
                                plugins: list[dict[str, Any]]) -> list[str]:
-    """ORCID's institutional sign-in keys accounts on a persistent NameID, eduPersonUniqueId,
-    eduPersonTargetedID or subject-id (never transient NameIDs or ePPN), and refuses a later
-    sign-in whose value changed (orcid-facts.md section 6.1)."""
+    """ORCID's institutional sign-in keys accounts on a locally unique, persistent,
+    non-reassignable identifier: a persistent NameID, eduPersonUniqueId or eduPersonTargetedID
+    (never ePPN; a transient NameID changes every login), see "Requirements for use" at
+    https://info.orcid.org/documentation/integration-guide/sign-into-orcid-with-institutional-credentials/
+    (subject-id, its SAML successor, counts as stable here too)."""
     out = []
     released = {name for a in attrs.values() for name in (a.get("saml") or [])}
     for f in frontends:

@@ -5,8 +5,8 @@
 handled per login (``on_error``) and must not take the proxy out of a load balancer.
 The check is bounded in time (a database that hangs is reported as unreachable).
 
-:func:`health_endpoint` is called once from ``OrcidConnect.register_endpoints`` (start-up),
-so it also runs the start-up checks (the state cookie size estimate).
+:func:`health_endpoint` only builds the endpoint; it is registered by
+``OrcidConnect.register_endpoints`` with a zero-argument callable that asks the link store.
 """
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
-def database_ok(store: Any, timeout: float = CHECK_TIMEOUT_SECONDS) -> bool:
-    """``store.health()``, but never waiting longer than ``timeout`` seconds."""
+def database_ok(check: Callable[[], bool], timeout: float = CHECK_TIMEOUT_SECONDS) -> bool:
+    """``check()``, but never waiting longer than ``timeout`` seconds."""
     result: list[bool] = []
 
-    def check() -> None:
+    def run() -> None:
         try:
-            result.append(bool(store.health()))
+            result.append(bool(check()))
         except Exception:  # noqa: BLE001 - any failure means "not healthy"
             result.append(False)
 
-    worker = threading.Thread(target=check, name="satosa-orcid-health", daemon=True)
+    worker = threading.Thread(target=run, name="satosa-orcid-health", daemon=True)
     worker.start()
     worker.join(timeout)
     return bool(result and result[0])
@@ -44,12 +44,9 @@ def health_response(ok: bool, *, head: bool = False) -> Any:
                     content="application/json", headers=[("Cache-Control", "no-store")])
 
 
-def health_endpoint(micro_service: Any) -> Callable[[Any], Any]:
-    """The bound endpoint for ``^<name>/health$`` of an ``OrcidConnect`` instance."""
-    from .hardening import warn_at_startup
-
-    warn_at_startup(micro_service.name, micro_service.config)
-    store = micro_service.service.store
+def health_endpoint(database_check: Callable[[], bool]) -> Callable[[Any], Any]:
+    """The endpoint for ``^<name>/health$``: ``database_check()`` says whether the link store
+    answers (called on every request, bounded by :data:`CHECK_TIMEOUT_SECONDS`)."""
 
     def health(context: Any) -> Any:
         from satosa.response import Response
@@ -58,7 +55,7 @@ def health_endpoint(micro_service: Any) -> Callable[[Any], Any]:
         if method not in ("GET", "HEAD"):
             return Response(json.dumps({"error": "method not allowed"}), status="405 Method Not Allowed",
                             content="application/json", headers=[("Allow", "GET, HEAD")])
-        ok = database_ok(store)
+        ok = database_ok(database_check)
         if not ok:
             log.warning("health: the link store does not answer")
         return health_response(ok, head=method == "HEAD")

@@ -1,6 +1,6 @@
-"""The WSGI entry the image runs: SATOSA's own app behind :class:`~.hardening.RequestGuard`.
+"""The WSGI entry the image runs: SATOSA's own app behind :class:`~.guard.RequestGuard`.
 
-    gunicorn -c python:satosa_orcid_plugin.gunicorn_conf satosa_orcid_plugin.wsgi:app
+    gunicorn -c python:satosa_orcid_plugin.ops.gunicorn_conf satosa_orcid_plugin.ops.wsgi:app
 
 Like ``satosa.wsgi:app`` it loads ``$SATOSA_CONFIG`` (default ``proxy_conf.yaml``) relative to
 the working directory (the gunicorn config changes into the file's directory). The app is
@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from .hardening import RequestGuard, plugin_names
+from .discovery import plugin_names
+from .guard import RequestGuard
 
 
 def create_app(satosa_config: Any = None) -> Callable:

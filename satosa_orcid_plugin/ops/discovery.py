@@ -1,17 +1,19 @@
 """Find the plugin's configuration in a ``proxy_conf.yaml`` or a micro-service YAML.
 
-Used by the CLI (``--config PATH``) and ``check-config``; the proxy itself receives the
-``config:`` block from SATOSA directly.
+Used by the CLI (``--config PATH``), the worker, ``check-config`` and the WSGI entry (the URL
+prefixes of the plugin's endpoints); the proxy itself receives the ``config:`` block from
+SATOSA directly. Files are read with SATOSA's own YAML loader (``satosa/yaml.py``), so
+``!ENV`` and ``!ENVFILE`` mean what they mean to the proxy.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from .config import PluginConfig, parse_config
-from .errors import ConfigError
+from ..config import PluginConfig, parse_config
+from ..errors import ConfigError
 
 PLUGIN_MODULES = ("satosa_orcid_plugin.OrcidConnect", "satosa_orcid_plugin.microservice.OrcidConnect")
 
@@ -50,9 +52,9 @@ def find_plugin_entries(path: str | os.PathLike[str]) -> list[PluginEntry]:
                     # SATOSA opens these relative to its working directory; try that, then the file's folder.
                     item_path = item_path if item_path.exists() else path.parent / item
                 where = str(item_path)
-                item = load_yaml(item_path) if item_path.is_file() else None
-                if item is None:
-                    raise ConfigError(f"{path}: MICRO_SERVICES[{i}]", f"file {item!s} not found")
+                if not item_path.is_file():
+                    raise ConfigError(f"{path}: MICRO_SERVICES[{i}]", f"file {item} not found")
+                item = load_yaml(item_path)
             if isinstance(item, dict) and item.get("module") in PLUGIN_MODULES:
                 entries.append(PluginEntry(str(item.get("name") or "orcid"), item.get("config") or {}, where))
         if not entries:
@@ -66,3 +68,15 @@ def find_plugin_entries(path: str | os.PathLike[str]) -> list[PluginEntry]:
 def load_plugin_config(path: str | os.PathLike[str]) -> PluginConfig:
     entry = find_plugin_entries(path)[0]
     return parse_config(entry.raw)
+
+
+def plugin_names(satosa_config: Mapping[str, Any]) -> list[str]:
+    """Names of the OrcidConnect entries of a loaded SATOSA config (their URL prefixes)."""
+    names = []
+    for entry in satosa_config.get("MICRO_SERVICES") or []:
+        if isinstance(entry, Mapping) and entry.get("module") in PLUGIN_MODULES:
+            names.append(str(entry.get("name") or "orcid"))
+    return names or ["orcid"]
+
+
+__all__ = ["PLUGIN_MODULES", "PluginEntry", "load_yaml", "find_plugin_entries", "load_plugin_config", "plugin_names"]
