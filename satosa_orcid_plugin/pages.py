@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+
+from .i18n import Translator
 
 _env_cache: dict[str | None, Environment] = {}
 # Compiling templates in several threads at once trips a CPython 3.11 bug ("SystemError: AST
@@ -32,3 +36,62 @@ def template(name: str, override_dir: str | None = None):
 
 def render(name: str, override_dir: str | None = None, **context: object) -> str:
     return template(name, override_dir).render(**context)
+
+
+# Every page: never cached, never framed, no scripts; forms post only to us or over https.
+HEADERS = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"),
+           ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                       "form-action 'self' https: http:; frame-ancestors 'none'")]
+
+EXPIRED = "Your sign-in session has expired"
+NOT_CONNECTED = "Your ORCID iD could not be connected"
+# key: (title, message, status) of error.html
+ERRORS: dict[str, tuple[str, str, str]] = {
+    "expired": (EXPIRED, "We could not find the sign-in you started.", "400 Bad Request"),
+    "callback_expired": (EXPIRED, "We could not find the sign-in you started, so your ORCID iD was not connected.",
+                         "400 Bad Request"),
+    "replayed": ("This link was already used",
+                 "This sign-in step was already completed. Please start again from the service.", "400 Bad Request"),
+    "connect_declined": ("ORCID iD not connected",
+                         "You chose not to give your institution access to your ORCID record.", "200 OK"),
+    "connect_invalid": ("Link not valid", "This link from ORCID is incomplete or not valid.", "400 Bad Request"),
+    "connect_rejected": (NOT_CONNECTED, "ORCID did not confirm this connection. Please try again from your ORCID inbox.",
+                         "400 Bad Request"),
+    "connect_failed": (NOT_CONNECTED, "ORCID did not confirm this connection.", "400 Bad Request"),
+    "method": ("Method not allowed", "This address is not meant to be opened like this.", "405 Method Not Allowed"),
+    "unexpected": ("Something went wrong", "We could not finish connecting your ORCID iD.", "500 Internal Server Error"),
+}
+
+
+def translated(name: str, override_dir: str | None, lang: str, **context: object) -> str:
+    t = Translator(lang)
+    return render(name, override_dir, t=t, lang=t.lang, **context)
+
+
+def error(key: str, override_dir: str | None, *, reference: str, lang: str, code: str | None = None,
+          institution: str = "") -> tuple[str, str]:
+    """error.html and its status; ``code`` picks a clearer message for a failed connect verification."""
+    title, message, status = ERRORS[key]
+    message = {
+        "connect_mismatch": "The ORCID account you are signed in with is not the one that sent this link.",
+        "link_conflict": "This ORCID iD is already connected to another account at "
+                         f"{institution}. Please contact the help desk.",
+    }.get(code or "", message)
+    return render("error.html", override_dir, title=title, message=message, reference=reference, lang=lang), status
+
+
+def service_name(names: Mapping[str, str], requester: str | None, metadata_name: str | None) -> str:
+    """What the interstitial calls the service: configured, from the SP's metadata, or its host."""
+    return names.get(requester or "") or metadata_name or urlsplit(requester or "").hostname or requester \
+        or "This service"
+
+
+def display_name(names: Any) -> str | None:
+    """The English (or first) display name from SATOSA's ``requester_name`` list."""
+    if not isinstance(names, list):
+        return None
+    texts = [(n.get("lang"), n.get("text")) for n in names if isinstance(n, dict) and n.get("text")]
+    for lang, text in texts:
+        if lang == "en":
+            return str(text)
+    return str(texts[0][1]) if texts else None

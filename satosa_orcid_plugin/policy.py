@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Mapping
 
 from .config import PluginConfig
+from .errors import InvalidOrcidId
 from .orcid_id import OrcidId
 
 
@@ -60,3 +62,30 @@ def decide(
     if declined and mode != "require":
         return Decision(Action.SKIP, f"declined_{declined}", mode=mode)
     return Decision(Action.HOP, "not_linked", mode=mode)
+
+
+def first_value(values: Any) -> str | None:
+    """The first non-empty string of an attribute's values (SATOSA keeps lists)."""
+    if isinstance(values, str):
+        return values or None
+    if isinstance(values, (list, tuple)) and values and isinstance(values[0], str) and values[0]:
+        return values[0]
+    return None
+
+
+def asserted_orcid(config: PluginConfig, issuer: str | None, attributes: Mapping[str, Any]) -> OrcidId | None:
+    """An iD the upstream IdP asserted: used only when the config trusts that IdP for it."""
+    if issuer not in config.trusted_orcid_issuers:
+        return None
+    for value in attributes.get(config.orcid_attribute) or []:
+        try:
+            return OrcidId.parse(value, sandbox=config.orcid.sandbox)
+        except InvalidOrcidId:
+            continue
+    return None
+
+
+def prefill(config: PluginConfig, attributes: Mapping[str, Any]) -> dict[str, str]:
+    """ORCID authorize parameters (e.g. ``email``) filled from the login's attributes."""
+    values = {param: first_value(attributes.get(attribute)) for param, attribute in config.prefill.items()}
+    return {param: value for param, value in values.items() if value}

@@ -17,7 +17,7 @@ from .orcid_client import Grant, OrcidClient
 from .orcid_id import OrcidId
 from .outbox import affiliation_link_extra, service_hook
 from .pending import Pending, PendingLinks
-from .policy import Decision, decide
+from .policy import Action, Decision, decide
 from .store import Link, Store
 from .tokens import TokenCipher, TokenSet
 
@@ -30,9 +30,22 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class HopStart:
-    url: str
+    """A fresh OAuth state, and an OpenID Connect nonce when the scopes ask for openid."""
     state: str
     nonce: str | None
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConnectStart:
+    handle: str      # the pending grant, named by the cookie
+    hop: HopStart    # the state-protected authorize that must return the same iD
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    orcid: OrcidId
+    link: Link | None  # None: verified, and pending until the next institutional login
 
 
 class OrcidLinkService:
@@ -87,11 +100,11 @@ class OrcidLinkService:
             requested=requested,
         )
 
-    def start_hop(self, *, redirect_uri: str, prefill: Mapping[str, str] | None = None, lang: str | None = None) -> HopStart:
-        state = secrets.token_urlsafe(24)
-        nonce = secrets.token_urlsafe(24) if self.config.orcid.openid else None
-        url = self.client.authorize_url(redirect_uri=redirect_uri, state=state, nonce=nonce, prefill=prefill, lang=lang)
-        return HopStart(url=url, state=state, nonce=nonce)
+    def start_hop(self, scopes: tuple[str, ...] | None = None) -> HopStart:
+        """The one place a state and a nonce are made (the hop, and the connect verification)."""
+        scopes = tuple(scopes or self.config.orcid.scopes)
+        nonce = secrets.token_urlsafe(24) if "openid" in scopes else None
+        return HopStart(secrets.token_urlsafe(24), nonce, scopes)
 
     def hop_url(self, *, redirect_uri: str, state: str, nonce: str | None, prefill: Mapping[str, str] | None = None,
                 lang: str | None = None, scopes: tuple[str, ...] | None = None) -> str:
@@ -149,6 +162,21 @@ class OrcidLinkService:
             raise CallbackReplayed("this ORCID connect link was already used")
         return self.client.exchange_code(code, redirect_uri, require_id_token=False)
 
+    def begin_connect(self, code: str, connect_uri: str) -> ConnectStart:
+        """ORCID's state-less connect code: exchange it at once (never twice), keep the grant
+        pending, and start the state-protected authorize that must name the same iD."""
+        grant = self.connect_exchange(code, connect_uri)
+        return ConnectStart(self.keep_pending(grant), self.start_hop(grant.scope))
+
+    def complete_connect(self, handle: str, code: str, *, redirect_uri: str, nonce: str | None,
+                         user_key: str | None, session_id: str | None = None) -> ConnectResult:
+        """The state-protected code: bind only when it names the pending iD; link at once when
+        the browser's institutional user is known, else the verified grant stays pending."""
+        fresh = self.exchange(code, redirect_uri, nonce=nonce, require_id_token=False)
+        pending = self.verify_connect(handle, fresh)
+        link = self.finish_pending(handle, user_key, session_id=session_id) if user_key else None
+        return ConnectResult(pending.orcid, link)
+
     def keep_pending(self, grant: Grant, *, verified: bool = False) -> str:
         """Keep a grant whose institutional user is not known yet; returns the cookie handle."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
@@ -197,6 +225,14 @@ class OrcidLinkService:
             self._revoke_quietly(pending.tokens.access_token)  # we keep nothing we cannot use
             raise
         return link
+
+    def pending_to_confirm(self, handle: str | None, decision: Decision) -> Pending | None:
+        """The verified pending link this login should confirm; one it already releases is dropped."""
+        pending = self.pending_for(handle) if handle else None
+        if pending is not None and decision.action is Action.RELEASE and decision.orcid == pending.orcid:
+            self.discard_pending(handle)
+            return None
+        return pending
 
     def pending_for(self, handle: str | None) -> Pending | None:
         pending = self.pending.get(handle)
@@ -250,4 +286,4 @@ class OrcidLinkService:
         return link
 
 
-__all__ = ["OrcidLinkService", "HopStart", "NotFound", "utcnow"]
+__all__ = ["OrcidLinkService", "HopStart", "ConnectStart", "ConnectResult", "NotFound", "utcnow"]

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import random
 import string
-import time
 from typing import Any, Iterable, Mapping
 
 from ..config import parse_config
+from ..flow import FlowKind, FlowRecord
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,11 @@ def typical_state(plugin_name: str, flow: Any, *, frontend: str = "Saml2IDP", ba
         "relay_state": f"ss:mem:{secrets.token_hex(32)}",
     }
     state[backend] = {"relay_state": secrets.token_urlsafe(24)}
-    state[plugin_name] = {
-        "v": 1, "kind": "hop", "state": secrets.token_urlsafe(24), "exp": int(time.time()) + flow_ttl,
-        "nonce": secrets.token_urlsafe(24) if openid else None, "flow": flow.to_dict(),
-        "user": (flow.attributes.get("edupersonprincipalname") or ["u@example.org"])[0], "mode": "ask", "lang": "en",
-    }
+    state[plugin_name] = FlowRecord.new(
+        FlowKind.HOP, state=secrets.token_urlsafe(24), ttl=flow_ttl,
+        nonce=secrets.token_urlsafe(24) if openid else None, login=flow.to_dict(),
+        user=(flow.attributes.get("edupersonprincipalname") or ["u@example.org"])[0], mode="ask", lang="en",
+    ).to_dict()
     return state
 
 

@@ -1,0 +1,135 @@
+"""The flow record the plugin keeps in SATOSA's state, and ORCID's OAuth callback, parsed.
+
+SATOSA carries ``context.state`` in its state cookie (JSON, compressed, encrypted; see
+``state_to_cookie`` in SATOSA's ``src/satosa/state.py``), and browsers drop cookies over
+4096 bytes: the record is written compactly (short keys, no ``None`` values) and checked in
+one place on the way back (version, kind, every field's type, expiry). Nothing here imports
+SATOSA; the glue turns ``InternalData`` into a dict (``to_dict``) and back.
+
+The callback is read as RFC 6749 section 4.1.2 describes the authorization response: the
+state first (in constant time), then ``error`` (section 4.1.2.1), then ``code``.
+"""
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
+
+from .errors import BadCallback, OrcidOAuthError, StateMismatch, UserDenied
+
+VERSION = 1
+MAX_PARAM_LENGTH = 2048
+Clock = Callable[[], float]
+
+
+class FlowKind(str, Enum):
+    HOP = "hop"          # the consent hop: at the interstitial or at ORCID's authorize page
+    CONNECT = "connect"  # Institutional Connect: the state-protected authorize verifying a state-less grant
+    CONFIRM = "confirm"  # the page confirming a pending Institutional Connect link at the next login
+
+
+_OPTIONAL = ("nonce", "user", "mode", "lang", "pending")  # str or absent, same key on the cookie
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    kind: FlowKind
+    state: str
+    exp: int                              # seconds since the epoch
+    login: dict[str, Any] | None = None   # the login to resume (InternalData.to_dict()); none for connect
+    nonce: str | None = None
+    user: str | None = None
+    mode: str | None = None
+    lang: str | None = None
+    pending: str | None = None            # the pending link's handle
+    version: int = VERSION
+
+    @classmethod
+    def new(cls, kind: FlowKind, *, state: str, ttl: int, clock: Clock = time.time, **fields: Any) -> "FlowRecord":
+        return cls(kind, state, int(clock()) + ttl, **fields)
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.exp, timezone.utc)
+
+    def matches(self, got: str | None) -> bool:
+        """Whether a form's ``state`` is this record's (constant time)."""
+        return bool(got) and hmac.compare_digest(got.encode(), self.state.encode())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": self.version, "kind": self.kind.value, "state": self.state, "exp": self.exp}
+        if self.login is not None:
+            out["flow"] = self.login
+        out.update((key, getattr(self, key)) for key in _OPTIONAL if getattr(self, key) is not None)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, kinds: Iterable[FlowKind], *, now: float) -> "FlowRecord | None":
+        """The record, or None when it is not one of ``kinds``, malformed, or expired."""
+        if not isinstance(raw, dict) or not _is_int(raw.get("v")) or raw["v"] != VERSION:
+            return None
+        kind = next((k for k in kinds if k.value == raw.get("kind")), None)
+        state, exp, login = raw.get("state"), raw.get("exp"), raw.get("flow")
+        if kind is None or not isinstance(state, str) or not state or not _is_int(exp) or exp < now:
+            return None
+        if not (isinstance(login, dict) or (login is None and kind is FlowKind.CONNECT)):
+            return None
+        extra = {key: raw.get(key) for key in _OPTIONAL}
+        if not all(value is None or isinstance(value, str) for value in extra.values()):
+            return None
+        return cls(kind, state, exp, login, **extra)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def save(state: MutableMapping[str, Any], name: str, record: FlowRecord) -> None:
+    state[name] = record.to_dict()
+
+
+def peek(state: Mapping[str, Any] | None, name: str, kinds: Iterable[FlowKind], *,
+         clock: Clock = time.time) -> FlowRecord | None:
+    return FlowRecord.from_dict(state.get(name) if state is not None else None, kinds, now=clock())
+
+
+def take(state: MutableMapping[str, Any] | None, name: str, kinds: Iterable[FlowKind], *,
+         clock: Clock = time.time) -> FlowRecord | None:
+    """Remove the record, valid or not (one shot: a second callback with this cookie finds nothing)."""
+    return FlowRecord.from_dict(state.pop(name, None) if state is not None else None, kinds, now=clock())
+
+
+def forget(state: MutableMapping[str, Any] | None, name: str) -> None:
+    if state is not None:
+        state.pop(name, None)
+
+
+def param(params: Mapping[str, Any], key: str) -> str | None:
+    """One non-empty value of at most MAX_PARAM_LENGTH characters; a repeated parameter is none."""
+    value = params.get(key)
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    if not isinstance(value, str) or not value or len(value) > MAX_PARAM_LENGTH:
+        return None
+    return value
+
+
+def parse_callback(params: Mapping[str, Any], expected_state: str) -> str:
+    """The authorization code of ORCID's redirect, or the error it stands for."""
+    got = param(params, "state")
+    if not got:
+        raise StateMismatch("the ORCID callback carries no state")
+    if not hmac.compare_digest(got.encode(), expected_state.encode()):
+        raise StateMismatch()
+    error = param(params, "error")
+    if error == "access_denied":
+        raise UserDenied()
+    if error:
+        raise OrcidOAuthError(error[:64], (param(params, "error_description") or "")[:200])
+    code = param(params, "code")
+    if not code:
+        raise BadCallback()
+    return code

@@ -1,0 +1,150 @@
+"""The flow record in SATOSA's state, and the pure parsing of ORCID's callback."""
+import hmac
+import json
+
+import pytest
+
+from satosa_orcid_plugin import flow
+from satosa_orcid_plugin.errors import BadCallback, OrcidOAuthError, StateMismatch, UserDenied
+from satosa_orcid_plugin.flow import MAX_PARAM_LENGTH, FlowKind, FlowRecord, parse_callback
+
+NOW = 1_700_000_000
+HOP = (FlowKind.HOP,)
+LOGIN = {"attributes": {"edupersonprincipalname": ["alice@example.org"]}, "requester": "https://sp.example.org"}
+
+
+def clock(at=NOW):
+    return lambda: at
+
+
+def hop_record(**fields):
+    return FlowRecord.new(FlowKind.HOP, state="s" * 32, ttl=1800, clock=clock(), login=LOGIN, nonce="n" * 32,
+                          user="alice@example.org", mode="ask", lang="en", **fields)
+
+
+def test_a_record_round_trips_through_the_state_as_compact_json():
+    state = {}
+    record = hop_record()
+    flow.save(state, "orcid", record)
+    assert state["orcid"] == {"v": 1, "kind": "hop", "state": "s" * 32, "exp": NOW + 1800, "flow": LOGIN,
+                              "nonce": "n" * 32, "user": "alice@example.org", "mode": "ask", "lang": "en"}
+    json.dumps(state)  # SATOSA serialises its state as JSON
+    assert flow.peek(state, "orcid", HOP, clock=clock()) == record
+    assert "orcid" in state  # peek leaves it
+    assert flow.take(state, "orcid", HOP, clock=clock()) == record
+    assert "orcid" not in state  # take is one shot
+    assert flow.take(state, "orcid", HOP, clock=clock()) is None
+
+
+def test_none_fields_are_left_off_the_cookie():
+    record = FlowRecord.new(FlowKind.CONNECT, state="s", ttl=60, clock=clock(), pending="h")
+    assert record.to_dict() == {"v": 1, "kind": "connect", "state": "s", "exp": NOW + 60, "pending": "h"}
+    assert FlowRecord.from_dict(record.to_dict(), (FlowKind.CONNECT,), now=NOW) == record
+
+
+def test_expiry_uses_the_injected_clock():
+    state = {}
+    flow.save(state, "orcid", hop_record())
+    assert flow.peek(state, "orcid", HOP, clock=clock(NOW + 1800)) is not None  # the last second still counts
+    assert flow.peek(state, "orcid", HOP, clock=clock(NOW + 1801)) is None
+    assert hop_record().expires_at.timestamp() == NOW + 1800
+
+
+def test_an_expired_or_invalid_record_is_still_taken():
+    state = {"orcid": {**hop_record().to_dict(), "exp": NOW - 1}}
+    assert flow.take(state, "orcid", HOP, clock=clock()) is None
+    assert "orcid" not in state
+    state = {"orcid": "garbage"}
+    assert flow.take(state, "orcid", HOP, clock=clock()) is None and state == {}
+    assert flow.take(None, "orcid", HOP) is None and flow.peek(None, "orcid", HOP) is None
+
+
+def test_the_wrong_kind_is_refused():
+    raw = hop_record().to_dict()
+    assert FlowRecord.from_dict(raw, (FlowKind.CONFIRM,), now=NOW) is None
+    assert FlowRecord.from_dict(raw, (FlowKind.HOP, FlowKind.CONNECT), now=NOW) is not None
+    assert FlowRecord.from_dict({**raw, "kind": "other"}, HOP, now=NOW) is None
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", True, None])
+def test_another_version_is_refused(version):
+    assert FlowRecord.from_dict({**hop_record().to_dict(), "v": version}, HOP, now=NOW) is None
+
+
+@pytest.mark.parametrize("key, value", [
+    ("state", 123), ("state", ""), ("state", None), ("exp", "9999999999"), ("exp", 1.7e12), ("exp", True),
+    ("flow", "x"), ("flow", None), ("nonce", 5), ("user", ["alice"]), ("mode", {}), ("lang", 1), ("pending", 0),
+])
+def test_tampered_types_are_refused(key, value):
+    assert FlowRecord.from_dict({**hop_record().to_dict(), key: value}, HOP, now=NOW) is None
+
+
+def test_only_a_connect_record_goes_without_a_saved_login():
+    raw = {"v": 1, "kind": "connect", "state": "s", "exp": NOW + 60, "pending": "h"}
+    assert FlowRecord.from_dict(raw, (FlowKind.CONNECT,), now=NOW).login is None
+    assert FlowRecord.from_dict({**raw, "kind": "hop"}, HOP, now=NOW) is None
+    assert FlowRecord.from_dict({**raw, "kind": "confirm"}, (FlowKind.CONFIRM,), now=NOW) is None
+
+
+def test_forget_removes_the_record():
+    state = {"orcid": hop_record().to_dict(), "other": 1}
+    flow.forget(state, "orcid")
+    flow.forget(state, "orcid")
+    flow.forget(None, "orcid")
+    assert state == {"other": 1}
+
+
+# --- parameters --------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, expected", [
+    ("abc", "abc"), (["abc"], "abc"), (["a", "b"], None), ([], None), ("", None), (None, None), (5, None),
+    ("x" * MAX_PARAM_LENGTH, "x" * MAX_PARAM_LENGTH), ("x" * (MAX_PARAM_LENGTH + 1), None),
+])
+def test_a_parameter_is_one_short_non_empty_string(value, expected):
+    assert flow.param({"k": value}, "k") == expected
+
+
+# --- the callback: state, then error, then code --------------------------------------------------
+def test_the_code_of_a_good_callback():
+    assert parse_callback({"state": "s1", "code": "c"}, "s1") == "c"
+    assert parse_callback({"state": ["s1"], "code": ["c"]}, "s1") == "c"
+
+
+@pytest.mark.parametrize("params", [
+    {"code": "c"}, {"state": "", "code": "c"}, {"state": ["s1", "s1"], "code": "c"},
+    {"state": "wrong", "code": "c"}, {"state": "wrong", "error": "access_denied"}, {"state": "wrong"},
+])
+def test_the_state_is_checked_before_anything_else(params):
+    with pytest.raises(StateMismatch):
+        parse_callback(params, "s1")
+
+
+def test_the_error_comes_before_the_code():
+    with pytest.raises(UserDenied):
+        parse_callback({"state": "s1", "error": "access_denied", "code": "c"}, "s1")
+    error = "server_error" + "x" * 100
+    with pytest.raises(OrcidOAuthError) as raised:
+        parse_callback({"state": "s1", "error": error, "error_description": "d" * 300, "code": "c"}, "s1")
+    message = raised.value.message  # ORCID's words, cut to 64 and 200 characters
+    assert error[:64] in message and error[:65] not in message
+    assert "d" * 200 in message and "d" * 201 not in message
+
+
+def test_no_code_is_a_bad_callback():
+    for params in ({"state": "s1"}, {"state": "s1", "code": ""}, {"state": "s1", "code": ["a", "b"]}):
+        with pytest.raises(BadCallback):
+            parse_callback(params, "s1")
+
+
+def test_states_are_compared_in_constant_time(monkeypatch):
+    calls, real = [], hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(flow.hmac, "compare_digest", spy)
+    assert parse_callback({"state": "s1", "code": "c"}, "s1") == "c"
+    assert calls == [(b"s1", b"s1")]
+    record = hop_record()
+    assert record.matches("s" * 32) and not record.matches("t" * 32) and not record.matches(None)
+    assert calls[1:] == [(b"s" * 32, b"s" * 32), (b"t" * 32, b"s" * 32)]
