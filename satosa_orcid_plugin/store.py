@@ -39,6 +39,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
+from .audit_log import emit_after_commit, scrub
 from .errors import ConfigError, LinkConflict, NotFound, StoreError
 from .orcid_id import OrcidId
 from .tokens import TokenCipher, TokenSet, parse_scope
@@ -68,11 +69,6 @@ _BEGIN_OPTION = "satosa_orcid_begin"
 
 # Two-int advisory lock classes (PostgreSQL), taken in this order to avoid lock cycles.
 _LOCK_USER, _LOCK_ORCID, _LOCK_MIGRATE = 0x4F524331, 0x4F524332, 0x4F524333
-
-# Detail keys that must never reach the audit table, whatever a caller passes.
-_SECRET_DETAIL_KEYS = frozenset(
-    {"access_token", "refresh_token", "id_token", "token", "tokens", "code", "client_secret", "secret", "password"}
-)
 
 
 def utcnow() -> datetime:
@@ -429,7 +425,7 @@ class Store:
         session_id: str | None,
         detail: dict[str, Any],
     ) -> None:
-        clean = {k: ("<redacted>" if k.lower() in _SECRET_DETAIL_KEYS else v) for k, v in detail.items()}
+        clean = scrub(detail)  # the same redaction as the audit log line (audit_log.SECRET_KEYS)
         session.add(
             AuditRow(
                 at=self._now(),
@@ -441,8 +437,7 @@ class Store:
                 detail=json.dumps(clean, default=str, sort_keys=True) if clean else None,
             )
         )
-        from .audit_log import emit_after_commit  # the same event as one JSON log line, after commit
-
+        # The same event as one JSON log line, after commit.
         emit_after_commit(session, event, at=self._now(), user_key=user_key, orcid=orcid, session_id=session_id,
                           instance=self.instance[:255], detail=clean)
 

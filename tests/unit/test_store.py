@@ -267,6 +267,22 @@ def test_audit_never_keeps_secrets(store):
     assert "the-auth-code" not in str(store.audit_events())
 
 
+def test_the_audit_row_redacts_exactly_what_the_audit_log_line_redacts(store, caplog):
+    import json
+
+    caplog.set_level("INFO", logger="satosa_orcid_plugin.audit")
+    store.audit("login_hop", user_key=ALICE, nonce="the-nonce", authorization="Bearer the-bearer",
+                cookie="the-cookie", nested={"refresh_token": "the-refresh"}, hint="eyJhbGciOi.eyJzdWIiOi.c2ln",
+                requester="https://sp.example")
+
+    [event] = store.audit_events(ALICE)
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    assert event["detail"] == line["detail"]
+    assert event["detail"]["requester"] == "https://sp.example"
+    for secret in ("the-nonce", "the-bearer", "the-cookie", "the-refresh", "eyJhbGciOi"):
+        assert secret not in str(store.audit_events())
+
+
 # --- keys ------------------------------------------------------------------------------
 def test_key_rotation_keeps_old_tokens_readable_then_retires_the_old_key(make_store):
     old_key, new_key = TokenCipher.generate_key(), TokenCipher.generate_key()
