@@ -21,12 +21,12 @@ CHECK_TIMEOUT_SECONDS = 3.0
 
 
 def database_ok(store: Any, timeout: float = CHECK_TIMEOUT_SECONDS) -> bool:
-    """``store.health()``, but never waiting longer than ``timeout`` seconds."""
+    """``store.db.health()``, but never waiting longer than ``timeout`` seconds."""
     result: list[bool] = []
 
     def check() -> None:
         try:
-            result.append(bool(store.health()))
+            result.append(bool(store.db.health()))
         except Exception:  # noqa: BLE001 - any failure means "not healthy"
             result.append(False)
 
