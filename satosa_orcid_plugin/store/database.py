@@ -254,19 +254,20 @@ class Database:
         """Add an audit row in ``session``'s transaction (``user_key`` as stored), and its
         JSON log line once that transaction commits. Secrets in ``detail`` are redacted."""
         clean = scrub(detail or {})  # the same redaction as the audit log line (audit_log.SECRET_KEYS)
+        at, instance = self.now(), self.instance[:255]
         session.add(
             AuditRow(
-                at=self.now(),
+                at=at,
                 event=event,
                 user_key=user_key,
                 orcid=str(orcid) if orcid is not None else None,
-                instance=self.instance[:255],
+                instance=instance,
                 session_id=session_id,
                 detail=json.dumps(clean, default=str, sort_keys=True) if clean else None,
             )
         )
-        emit_after_commit(session, event, at=self.now(), user_key=user_key, orcid=orcid, session_id=session_id,
-                          instance=self.instance[:255], detail=clean)
+        emit_after_commit(session, event, at=at, user_key=user_key, orcid=orcid, session_id=session_id,
+                          instance=instance, detail=clean)
 
     def append_audit(
         self,

@@ -284,6 +284,21 @@ def test_the_audit_row_redacts_exactly_what_the_audit_log_line_redacts(store, ca
         assert secret not in str(store.db.audit_events())
 
 
+def test_the_audit_log_line_carries_the_time_of_its_row(make_store, token_cipher, caplog):
+    import itertools
+    import json
+
+    ticks = itertools.count()
+    store = make_store(token_cipher, clock=lambda: NOW + timedelta(seconds=next(ticks)))
+    caplog.set_level("INFO", logger="satosa_orcid_plugin.audit")
+    store.links.link(ALICE, orcid(1), tokens())
+
+    [row] = store.db.audit_events(ALICE)
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    assert line["event"] == row["event"] == "link"
+    assert line["at"] == row["at"].isoformat()
+
+
 # --- keys ------------------------------------------------------------------------------
 def test_key_rotation_keeps_old_tokens_readable_then_retires_the_old_key(make_store):
     old_key, new_key = TokenCipher.generate_key(), TokenCipher.generate_key()
