@@ -26,24 +26,8 @@ from .once import Once
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
 from .pending import Pending, PendingLinks
 from .ratelimit import DEFAULT_BUCKET, RateLimiter
-from .schema import (
-    ACTIVE,
-    DECISIONS,
-    DONE,
-    ENVIRONMENTS,
-    ITEM_STATUSES,
-    NEVER,
-    NOT_NOW,
-    PARKED,
-    PRODUCTION,
-    QUEUED,
-    RETRY,
-    REVOKED,
-    SANDBOX,
-    STATUSES,
-    UNLINKED,
-    utcnow,
-)
+from .schema import (ACTIVE, DECISIONS, DONE, ENVIRONMENTS, ITEM_STATUSES, NEVER, NOT_NOW, PARKED, PRODUCTION, QUEUED,
+                     RETRY, REVOKED, SANDBOX, STATUSES, UNLINKED, utcnow)
 from .vault import Vault
 
 

@@ -22,19 +22,8 @@ from ..orcid_id import OrcidId
 from ..tokens import TokenSet, parse_scope
 from .database import Database
 from .decisions import Decisions
-from .schema import (
-    ACTIVE,
-    ENVIRONMENTS,
-    IS_ACTIVE,
-    PRODUCTION,
-    REVOKED,
-    SANDBOX,
-    STATUSES,
-    UNLINKED,
-    LinkRow,
-    TokenRow,
-    as_utc,
-)
+from .schema import (ACTIVE, ENVIRONMENTS, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED, LinkRow,
+                     TokenRow, as_utc)
 from .vault import Vault
 
 log = logging.getLogger(__name__)

@@ -33,30 +33,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..affiliations import (
-    KINDS,
-    AffiliationSettings,
-    desired_items,
-    gone_state,
-    present_state,
-    self_external_id,
-    state_hash,
-)
+from ..affiliations import (KINDS, AffiliationSettings, desired_items, gone_state, present_state, self_external_id,
+                            state_hash)
 from ..errors import OrcidPluginError
 from ..tokens import TokenSet
 from .database import Database
 from .links import LinkExtra, Links
-from .schema import (
-    ACTIVE,
-    DONE,
-    IS_ACTIVE,
-    ITEM_STATUSES,
-    PARKED,
-    QUEUED,
-    RETRY,
-    AffiliationRow,
-    LinkRow,
-)
+from .schema import ACTIVE, DONE, IS_ACTIVE, ITEM_STATUSES, PARKED, QUEUED, RETRY, AffiliationRow, LinkRow
 
 log = logging.getLogger(__name__)
 
