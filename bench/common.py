@@ -244,7 +244,7 @@ class Deployment:
 
         store = Store.from_url(self.env["SATOSA_ORCID_DATABASE_URL"],
                                TokenCipher.from_keys(self.env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
-        store.upgrade()
+        store.db.upgrade()
         return store
 
     def link_demo_users(self, users: tuple[str, ...] = DEMO_USERS) -> dict[str, str]:
@@ -261,11 +261,11 @@ class Deployment:
                 tokens = TokenSet(access_token=f"bench-access-{user}", refresh_token=f"bench-refresh-{user}",
                                   expires_at=datetime.now(timezone.utc) + timedelta(days=365 * 20),
                                   scope=("openid",))
-                store.link(f"{user}@{SCOPE}", orcid, tokens, name=user.title())
+                store.links.link(f"{user}@{SCOPE}", orcid, tokens, name=user.title())
                 linked[user] = orcid.uri
             return linked
         finally:
-            store.dispose()
+            store.db.dispose()
 
 
 def orcid_for(n: int) -> str:

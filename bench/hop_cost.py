@@ -124,11 +124,11 @@ class ProbedOrcidConnect(OrcidConnect):
         for obj, method, label in (
             (client, "exchange_code", "code exchange (HTTP client + id_token check)"),
             (client, "verify_id_token", "of which id_token check"),
-            (store, "link", "store.link"),
-            (store, "consume_once", "store.consume_once (replay guard)"),
-            (store, "clear_decision", "store.clear_decision"),
-            (store, "get_active_link", "store.get_active_link"),
-            (store, "decision_for", "store.decision_for"),
+            (store.links, "link", "store.links.link"),
+            (store.once, "consume", "store.once.consume (replay guard)"),
+            (store.decisions, "clear", "store.decisions.clear"),
+            (store.links, "get_active", "store.links.get_active"),
+            (store.decisions, "get", "store.decisions.get"),
             (self, "_interstitial", "interstitial page"),
         ):
             setattr(obj, method, PROBE.part(label, getattr(obj, method)))
@@ -197,7 +197,7 @@ def one_hop(deployment: Deployment, logins: InProcessLogins, client, emulator, s
     released = logins.released(response)
     if released.get(ORCID_ATTRIBUTE) != [f"https://orcid.org/{JOSIAH}"]:
         raise AssertionError(f"the hop did not release the iD: {released.get(ORCID_ATTRIBUTE)}")
-    store.unlink(f"alice@{SCOPE}", reason="bench")  # unlinked again for the next hop (not timed)
+    store.links.unlink(f"alice@{SCOPE}", reason="bench")  # unlinked again for the next hop (not timed)
     return {"own": own, "proxy_cpu": result.proxy.cpu, "requests": requests, "parts": parts}
 
 
@@ -217,7 +217,7 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
     store = deployment.store()
     try:
         try:
-            store.unlink(f"alice@{SCOPE}", reason="bench")
+            store.links.unlink(f"alice@{SCOPE}", reason="bench")
         except NotFound:
             pass
         logins = InProcessLogins(deployment.layout)
@@ -244,7 +244,7 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
                      f"{results['interstitial'][-1]['own'] * 1000:.2f} ms (interstitial), "
                      f"{results['direct'][-1]['own'] * 1000:.2f} ms (direct)")
     finally:
-        store.dispose()
+        store.db.dispose()
 
     def breakdown(samples: list[dict[str, Any]]) -> str:
         import statistics

@@ -3,7 +3,7 @@
 The ORCID emulator (in a thread of this process) enforces ORCID's limit: a token bucket of 24
 requests/s with bursts of 40, answering 503 beyond it. N researchers are linked on a private
 PostgreSQL schema with real tokens from the emulator's token endpoint and the
-``/activities/update`` scope, each queuing one employment item (``Outbox.link_extra``, what
+``/activities/update`` scope, each queuing one employment item (``store.outbox.link_extra``, what
 the proxy does on a hop). Then two worker *processes* run ``python -m satosa_orcid_plugin.sync
 --once`` with the default sync settings (22 req/s, burst 36, shared through the database
 bucket) until the queue is empty.
@@ -40,7 +40,7 @@ def sync_available() -> str | None:
     import importlib
 
     try:
-        for module in ("satosa_orcid_plugin.sync", "satosa_orcid_plugin.outbox", "satosa_orcid_plugin.affiliations"):
+        for module in ("satosa_orcid_plugin.sync", "satosa_orcid_plugin.store.outbox", "satosa_orcid_plugin.affiliations"):
             importlib.import_module(module)
     except Exception as exc:  # missing, or broken while someone works on it
         return f"satosa_orcid_plugin.sync is not usable: {type(exc).__name__}: {exc}"
@@ -62,8 +62,7 @@ def run(tmp_path: Path, postgres_url: str, *, quick: bool) -> list[Row]:
     from satosa_orcid_plugin.config import OrcidSettings, Timeouts
     from satosa_orcid_plugin.devstack.emulator import ClientRegistration, DemoAccount, Emulator, serve_in_thread
     from satosa_orcid_plugin.orcid_client import OrcidClient
-    from satosa_orcid_plugin.outbox import DONE, Outbox
-    from satosa_orcid_plugin.store import Store
+    from satosa_orcid_plugin.store import DONE, Store
     from satosa_orcid_plugin.sync import worker_session
     from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
 
@@ -84,21 +83,21 @@ def run(tmp_path: Path, postgres_url: str, *, quick: bool) -> list[Row]:
             key = TokenCipher.generate_key()
             store = Store.from_url(url, TokenCipher.from_keys([key]))
             try:
-                store.upgrade()
+                store.db.upgrade()
                 settings = parse_affiliations({"organization": dict(ORG), "department_attribute": "ou",
                                                "role_attribute": "title"})
                 client = OrcidClient(OrcidSettings(environment="emulator", base_url=server.url,
                                                    api_base_url=server.url, client_id=CLIENT_ID,
                                                    client_secret=SECRET, scopes=tuple(SCOPES.split()),
                                                    timeouts=Timeouts(2.0, 10.0)), session=worker_session())
-                outbox = Outbox(store)
+                outbox = store.outbox
                 for i, account in enumerate(accounts):
                     code = emulator.issue_code_for(CLIENT_ID, account.orcid, SCOPES, REDIRECT)
                     grant = client.exchange_code(code, REDIRECT)
                     tokens = TokenSet.from_token_response(grant.token_response(), datetime.now(timezone.utc))
-                    store.link(f"pace{i}@example.org", grant.orcid, tokens,
-                               extra=outbox.link_extra(settings, {"edupersonaffiliation": ["staff"],
-                                                                  "ou": [f"Dept {i % 7}"], "title": ["Researcher"]}))
+                    store.links.link(f"pace{i}@example.org", grant.orcid, tokens,
+                                     extra=outbox.link_extra(settings, {"edupersonaffiliation": ["staff"],
+                                                                        "ou": [f"Dept {i % 7}"], "title": ["Researcher"]}))
                 queued = len(outbox.items(limit=items + 10))
                 progress(f"pacing: {items} researchers linked, {queued} items queued; starting 2 worker processes")
                 emulator.member_api.reset()  # a full bucket at ORCID, as for a fresh client
@@ -138,7 +137,7 @@ def run(tmp_path: Path, postgres_url: str, *, quick: bool) -> list[Row]:
                 on_record = sum(1 for a in accounts if len(emulator.member_api.items_of(a.orcid)) == 1)
                 rate_limited = emulator.member_api.rate_limited
             finally:
-                store.dispose()
+                store.db.dispose()
     finally:
         server.stop()
 

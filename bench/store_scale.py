@@ -5,7 +5,7 @@ fast multi-row INSERTs straight into ``orcid_links`` (not through ``link()``, wh
 hours for a million), all active, each with a distinct user key and a distinct checksum-valid
 iD. The same database grows 10k -> 100k -> 1M; at each size:
 
-* lookup: ``Store.get_active_link(user_key)`` for random loaded users, the exact call on every
+* lookup: ``store.links.get_active(user_key)`` for random loaded users, the exact call on every
   login's fast path (SQLAlchemy session, one SELECT, row -> Link with the iD re-validated);
 * write: ``Store.link(new_user, new_iD, tokens)``, the call a completed hop makes (per-user
   lock, two indexed reads, link + encrypted token + audit rows, one commit).
@@ -134,17 +134,9 @@ class PostgresBackend(Backend):
             return "; ".join(row[0].strip() for row in conn.execute(f"EXPLAIN {sql}"))
 
 
-def statements(engine) -> dict[str, str]:
+def statements(store) -> dict[str, str]:
     """The store's own fast-path and write-path SELECTs, with literal values, for EXPLAIN."""
-    import sqlalchemy as sa
-
-    from satosa_orcid_plugin.store import _IS_ACTIVE, LinkRow
-
-    by_user = sa.select(LinkRow).where(LinkRow.user_key == user_key(4242), _IS_ACTIVE)
-    by_orcid = sa.select(LinkRow).where(LinkRow.orcid == loaded_orcid(4242), LinkRow.environment == "production",
-                                        _IS_ACTIVE)
-    compile_ = lambda stmt: str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    return {"uq_orcid_links_active_user": compile_(by_user), "uq_orcid_links_active_orcid": compile_(by_orcid)}
+    return store.links.lookup_sql(user_key(4242), loaded_orcid(4242), "production")
 
 
 def measure(store, loaded: int, lookups: int, writes: int, write_base: int) -> tuple[list[float], list[float]]:
@@ -153,12 +145,12 @@ def measure(store, loaded: int, lookups: int, writes: int, write_base: int) -> t
 
     rng = random.Random(loaded)
     for _ in range(200):  # warm-up: pool, statement caches, prepared statements
-        store.get_active_link(user_key(rng.randrange(loaded)))
+        store.links.get_active(user_key(rng.randrange(loaded)))
     lookup_s: list[float] = []
     for _ in range(lookups):
         key = user_key(rng.randrange(loaded))
         t0 = time.perf_counter()
-        link = store.get_active_link(key)
+        link = store.links.get_active(key)
         lookup_s.append(time.perf_counter() - t0)
         if link is None:
             raise AssertionError(f"{key} has no active link")
@@ -169,7 +161,7 @@ def measure(store, loaded: int, lookups: int, writes: int, write_base: int) -> t
         n = write_base + j
         orcid = OrcidId.parse(orcid_for(2_000_000_000 + n))
         t0 = time.perf_counter()
-        store.link(f"w{n:08d}@bench.example.org", orcid, tokens, name="Bench Writer")
+        store.links.link(f"w{n:08d}@bench.example.org", orcid, tokens, name="Bench Writer")
         if j >= 20:  # the first ones warm up the write path
             write_s.append(time.perf_counter() - t0)
     return lookup_s, write_s
@@ -185,7 +177,7 @@ def run_backend(backend: Backend, scales: tuple[int, ...], lookups: int, writes:
     with backend.opened():
         store = Store.from_url(backend.url, TokenCipher.from_keys([TokenCipher.generate_key()]))
         try:
-            store.upgrade()
+            store.db.upgrade()
             loaded = 0
             for scale in scales:
                 t0 = time.monotonic()
@@ -200,7 +192,7 @@ def run_backend(backend: Backend, scales: tuple[int, ...], lookups: int, writes:
                 rows += [
                     Row(f"{label}.lookup_ms.median", lk.median, "ms"),
                     target_row(f"{label}.lookup_ms.p99", lk.p99, "ms", "<=", 1,
-                               f"{lk.n} get_active_link() calls back to back on {scale:,} links (bulk load took "
+                               f"{lk.n} links.get_active() calls back to back on {scale:,} links (bulk load took "
                                f"{load_s:.1f} s); warm caches: inside a login the same call costs more "
                                "(see fast_path.plugin_cpu_ms)"),
                     Row(f"{label}.write_ms.median", wr.median, "ms"),
@@ -209,13 +201,13 @@ def run_backend(backend: Backend, scales: tuple[int, ...], lookups: int, writes:
                 ]
                 progress(f"store: {backend.name} at {scale:,} links: lookup p99 {lk.p99:.3f} ms, "
                          f"write p99 {wr.p99:.2f} ms (load {load_s:.1f} s)")
-            plans = {index: backend.explain(sql) for index, sql in statements(store.engine).items()}
+            plans = {index: backend.explain(sql) for index, sql in statements(store).items()}
             used = all(index in plan for index, plan in plans.items())
             rows.append(Row(f"store.{backend.name}.explain_uses_index", ", ".join(plans), "index",
                             "index scan on both", used,
                             f"at {loaded:,} links: " + " | ".join(f"{plan}" for plan in plans.values())))
         finally:
-            store.dispose()
+            store.db.dispose()
     first, last = scales[0], scales[-1]
     rows.append(Row(f"store.{backend.name}.lookup_p99_growth", p99[last][0] / p99[first][0], "x",
                     note=f"lookup p99 at {LABEL[last]} / at {LABEL[first]} (flat = about 1)"))

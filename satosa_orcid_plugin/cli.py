@@ -102,7 +102,7 @@ def links() -> None:
 @click.pass_obj
 def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
     """List links, newest first."""
-    rows = [_link_dict(l) for l in obj.store().list_links(status=status, limit=limit)]
+    rows = [_link_dict(l) for l in obj.store().links.recent(status=status, limit=limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -116,11 +116,11 @@ def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def links_show(obj: Ctx, user: str, as_json: bool) -> None:
     """Show USER's link and its audit trail (never a token)."""
-    link = obj.store().get_link(user)
+    link = obj.store().links.get(user)
     if link is None:
         _fail(f"no link for user {user!r}")
     data = _link_dict(link)
-    data["audit"] = obj.store().audit_events(user_key=user, limit=20)
+    data["audit"] = obj.store().db.audit_events(user_key=user, limit=20)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -159,9 +159,9 @@ def links_check(obj: Ctx, user: str | None, check_all: bool, as_json: bool) -> N
     if user:
         users = [user]
     else:
-        if service.store.user_key_secret_set:
+        if service.store.db.hashes_user_keys:
             _fail("--all cannot be used with hashed user keys; give USER")
-        users = [l.user_key for l in service.store.list_links(status="active", limit=100000)]
+        users = [l.user_key for l in service.store.links.recent(status="active", limit=100000)]
     results = {u: service.check_link(u) for u in users}
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -181,7 +181,7 @@ def links_export(obj: Ctx, fmt: str, status: str | None) -> None:
     rows: list[dict[str, Any]] = []
     offset = 0
     while True:
-        page = obj.store().list_links(status=status, limit=1000, offset=offset)
+        page = obj.store().links.recent(status=status, limit=1000, offset=offset)
         rows.extend(_link_dict(l) for l in page)
         if len(page) < 1000:
             break
@@ -205,7 +205,7 @@ def decisions() -> None:
 @click.pass_obj
 def decisions_show(obj: Ctx, user: str) -> None:
     """Print USER's standing decision (not_now, never or none)."""
-    click.echo(obj.store().decision_for(user, datetime.now(timezone.utc)) or "none")
+    click.echo(obj.store().decisions.get(user, datetime.now(timezone.utc)) or "none")
 
 
 @decisions.command("clear")
@@ -213,7 +213,7 @@ def decisions_show(obj: Ctx, user: str) -> None:
 @click.pass_obj
 def decisions_clear(obj: Ctx, user: str) -> None:
     """Forget USER's decision: the next login asks again."""
-    obj.store().clear_decision(user)
+    obj.store().decisions.clear(user)
     click.echo(f"cleared the decision of {user}")
 
 
@@ -222,7 +222,7 @@ def decisions_clear(obj: Ctx, user: str) -> None:
 @click.pass_obj
 def stats(obj: Ctx, as_json: bool) -> None:
     """Counts: linked, revoked, declined, links in the last day."""
-    data = obj.store().stats(datetime.now(timezone.utc))
+    data = obj.store().links.stats(datetime.now(timezone.utc))
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -240,7 +240,7 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(obj: Ctx) -> None:
     """Apply schema migrations (run before starting new proxy versions on PostgreSQL)."""
-    obj.store().upgrade()
+    obj.store().db.upgrade()
     click.echo("database schema is up to date")
 
 
@@ -261,7 +261,7 @@ def keys_generate() -> None:
 @click.pass_obj
 def keys_rotate(obj: Ctx) -> None:
     """Re-encrypt every stored token under the newest key."""
-    n = obj.store().rotate_keys()
+    n = obj.store().vault.rotate_keys()
     click.echo(f"re-encrypted {n} token rows under the newest key")
 
 

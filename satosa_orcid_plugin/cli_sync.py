@@ -7,7 +7,7 @@ its administration. Registered on the main group by ``cli.py`` with ``register(m
     satosa-orcid --config proxy_conf.yaml affiliations show USER [--json]
     satosa-orcid --config proxy_conf.yaml affiliations resync USER | --all
 
-Each command is a thin shell over ``sync.SyncWorker`` and ``outbox.Outbox``; the ``Ctx`` of
+Each command is a thin shell over ``sync.SyncWorker`` and ``store.outbox``; the ``Ctx`` of
 ``cli.py`` provides ``plugin_config()``, ``store()`` and ``service()``.
 """
 from __future__ import annotations
@@ -45,9 +45,7 @@ def _settings(obj: Any) -> Any:
 
 
 def _outbox(obj: Any) -> Any:
-    from .outbox import Outbox
-
-    return Outbox(obj.store())
+    return obj.store().outbox
 
 
 def _jsonable(value: Any) -> Any:
@@ -135,7 +133,7 @@ def affiliations_show(obj: Any, user: str, as_json: bool) -> None:
     """USER's items as we think they are on the record, next to what ORCID has."""
     outbox = _outbox(obj)
     ours = [_item_dict(i) for i in outbox.items(user)]
-    link = obj.store().get_active_link(user)
+    link = obj.store().links.get_active(user)
     remote: dict[str, Any] = {}
     remote_error = None
     if link is None:

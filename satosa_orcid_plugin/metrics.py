@@ -125,14 +125,14 @@ class DatabaseCollector:
 
     def collect(self) -> Iterable[Any]:
         up = GaugeMetricFamily("satosa_orcid_database_up", "1 when the link store answers")
-        ok = bool(self.store.health())
+        ok = bool(self.store.db.health())
         up.add_metric([], 1.0 if ok else 0.0)
         yield up
         if not ok:
             return
         now = self.clock()
         try:
-            stats = self.store.stats(now)
+            stats = self.store.links.stats(now)
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail
             log.warning("metrics: link counts unavailable: %s", type(exc).__name__)
         else:
@@ -141,11 +141,7 @@ class DatabaseCollector:
                 links.add_metric([status], float(stats.get(key, 0)))
             yield links
         try:
-            from .outbox import Outbox
-        except ImportError:  # pragma: no cover - outbox.py is optional
-            return
-        try:
-            summary = Outbox(self.store).summary(now, parked_limit=0)
+            summary = self.store.outbox.summary(now, parked_limit=0)
         except Exception as exc:  # noqa: BLE001
             log.warning("metrics: outbox summary unavailable: %s", type(exc).__name__)
             return

@@ -8,24 +8,18 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from .config import PluginConfig
 from .errors import CallbackReplayed, ConnectMismatch, LinkConflict, MissingFlowState, NotFound, OrcidError
 from .orcid_client import Grant, OrcidClient
 from .orcid_id import OrcidId
-from .outbox import affiliation_link_extra, service_hook
-from .pending import Pending, PendingLinks
 from .policy import Action, Decision, decide
-from .store import Link, Store
+from .store import Link, Pending, Store, utcnow
 from .tokens import TokenCipher, TokenSet
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ class OrcidLinkService:
         self.client = client
         self.store = store
         self.clock = clock
-        self.pending = PendingLinks(store)
+        self.pending = store.pending
 
     def __repr__(self) -> str:
         return f"OrcidLinkService({self.config.orcid!r}, {self.store!r})"
@@ -75,7 +69,7 @@ class OrcidLinkService:
         if auto is None:
             auto = config.store.database_url.startswith("sqlite")
         if auto:
-            store.upgrade()
+            store.db.upgrade()
         from .metrics import observe_orcid_request  # ORCID call latency by endpoint and status
 
         return cls(config, OrcidClient(config.orcid, observer=observe_orcid_request), store)
@@ -90,11 +84,11 @@ class OrcidLinkService:
     ) -> Decision:
         linked = declined = None
         if user_key:
-            link = self.store.get_active_link(user_key)
+            link = self.store.links.get_active(user_key)
             if link is not None and link.environment == self.environment:
                 linked = link.orcid
             if linked is None and asserted is None:
-                declined = self.store.decision_for(user_key, self.clock())
+                declined = self.store.decisions.get(user_key, self.clock())
         return decide(
             self.config, user_key=user_key, requester=requester, linked=linked, declined=declined, asserted=asserted,
             requested=requested,
@@ -114,7 +108,7 @@ class OrcidLinkService:
     def claim_callback(self, state: str, expires_at: datetime) -> bool:
         """True the first time a callback for this OAuth state is processed, False on replay."""
         digest = hashlib.sha256(state.encode()).hexdigest()
-        return self.store.consume_once(f"state:{digest}", expires_at)
+        return self.store.once.consume(f"state:{digest}", expires_at)
 
     def complete_hop(
         self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None,
@@ -131,7 +125,7 @@ class OrcidLinkService:
     def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None,
                     attributes: Mapping[str, Any] | None = None) -> Link:
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
-        link = self.store.link(
+        link = self.store.links.link(
             user_key,
             grant.orcid,
             tokens,
@@ -140,7 +134,7 @@ class OrcidLinkService:
             environment=self.environment,
             session_id=session_id,
             on_conflict=self.config.on_conflict,
-            extra=affiliation_link_extra(self, attributes or {}),
+            extra=self._affiliation_extra(attributes),
         )
         return link
 
@@ -148,17 +142,25 @@ class OrcidLinkService:
         until = None
         if decision == "not_now":
             until = self.clock() + timedelta(seconds=self.config.decline.not_now_seconds)
-        self.store.record_decision(user_key, decision, until, session_id=session_id)
+        self.store.decisions.record(user_key, decision, until, session_id=session_id)
 
-    def on_release(self, user_key: str, attributes: Mapping[str, Any]) -> None:
-        """A linked user logged in: keep the affiliations on the record in step (cheap; no network)."""
-        service_hook(self, user_key, attributes)
+    def on_release(self, user_key: str, attributes: Mapping[str, Any]) -> int:
+        """A linked user logged in: keep the affiliations on the record in step (cheap; no
+        network; never raises for database trouble). Returns the number of items queued."""
+        return self.store.outbox.on_login(self._affiliation_settings(), user_key, attributes)
+
+    def _affiliation_settings(self) -> Any:
+        return getattr(self.config, "affiliations", None)
+
+    def _affiliation_extra(self, attributes: Mapping[str, Any] | None) -> Any:
+        """Queue this login's affiliations in the link's own transaction (None when not configured)."""
+        return self.store.outbox.link_extra(self._affiliation_settings(), attributes or {})
 
     # --- Institutional Connect ------------------------------------------------------
     def connect_exchange(self, code: str, redirect_uri: str) -> Grant:
         """Exchange ORCID's state-less connect code at once, and never twice."""
         digest = hashlib.sha256(code.encode()).hexdigest()
-        if not self.store.consume_once(f"code:{digest}", self.clock() + timedelta(hours=1)):
+        if not self.store.once.consume(f"code:{digest}", self.clock() + timedelta(hours=1)):
             raise CallbackReplayed("this ORCID connect link was already used")
         return self.client.exchange_code(code, redirect_uri, require_id_token=False)
 
@@ -203,7 +205,7 @@ class OrcidLinkService:
         if fresh.orcid != pending.orcid:
             self.pending.delete(handle)
             self._revoke_quietly(fresh.access_token, pending.tokens.access_token)
-            self.store.audit("connect_mismatch", orcid=str(pending.orcid), presented=str(fresh.orcid))
+            self.store.db.append_audit("connect_mismatch", orcid=str(pending.orcid), presented=str(fresh.orcid))
             raise ConnectMismatch()
         self._revoke_quietly(pending.tokens.access_token)
         tokens = TokenSet.from_token_response(fresh.token_response(), self.clock())
@@ -217,10 +219,10 @@ class OrcidLinkService:
         if pending is None or not pending.verified:
             return None
         try:
-            link = self.store.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
-                                   environment=self.environment, session_id=session_id,
-                                   on_conflict=self.config.on_conflict,
-                                   extra=affiliation_link_extra(self, attributes or {}))
+            link = self.store.links.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
+                                         environment=self.environment, session_id=session_id,
+                                         on_conflict=self.config.on_conflict,
+                                         extra=self._affiliation_extra(attributes))
         except LinkConflict:
             self._revoke_quietly(pending.tokens.access_token)  # we keep nothing we cannot use
             raise
@@ -259,13 +261,13 @@ class OrcidLinkService:
         """
         from .errors import TokenRevoked
 
-        tokens = self.store.tokens_for(user_key)
+        tokens = self.store.links.tokens(user_key)
         if tokens is None:
             return "no_link"
         try:
             self.client.userinfo(tokens.access_token)
         except TokenRevoked:
-            self.store.mark_revoked(user_key, "invalid_token")
+            self.store.links.revoke(user_key, "invalid_token")
             return "revoked"
         except OrcidError as exc:
             log.warning("could not check a link at ORCID: %s", exc.code)
@@ -275,13 +277,13 @@ class OrcidLinkService:
 
     def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
         """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
-        link, tokens = self.store.unlink(user_key, reason=reason)
+        link, tokens = self.store.links.unlink(user_key, reason=reason)
         if tokens is not None:
             for token in filter(None, (tokens.access_token, tokens.refresh_token)):
                 try:
                     self.client.revoke(token)
                 except OrcidError as exc:
-                    self.store.audit("revoke_failed", user_key=user_key, orcid=str(link.orcid), error=exc.code)
+                    self.store.db.append_audit("revoke_failed", user_key=user_key, orcid=str(link.orcid), error=exc.code)
                     log.warning("could not revoke a token at ORCID for an unlinked user: %s", exc.code)
         return link
 

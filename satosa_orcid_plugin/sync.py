@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import requests
@@ -52,16 +52,11 @@ from .errors import (
 from .ops.signals import stop_event_on_signals
 from .orcid_client import OrcidClient
 from .orcid_records import affiliation_body
-from .outbox import ACTIVITIES_UPDATE, Item, Outbox
-from .ratelimit import RateLimiter
+from .store import ACTIVITIES_UPDATE, Item, Outbox, RateLimiter, utcnow
 
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 30.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -136,10 +131,10 @@ class SyncWorker:
         from .metrics import observe_orcid_request
 
         client = client or OrcidClient(service.config.orcid, session=worker_session(), observer=observe_orcid_request)
-        limiter = kwargs.pop("limiter", None) or RateLimiter(
-            service.store, rate=settings.sync.rate_per_second, burst=settings.sync.burst
+        limiter = kwargs.pop("limiter", None) or service.store.rate_limiter(
+            rate=settings.sync.rate_per_second, burst=settings.sync.burst
         )
-        return cls(client, Outbox(service.store), settings.sync, limiter=limiter, **kwargs)
+        return cls(client, service.store.outbox, settings.sync, limiter=limiter, **kwargs)
 
     # --- loops ------------------------------------------------------------------------
     def run_once(self, now: datetime | None = None, *, max_items: int | None = None) -> SyncReport:

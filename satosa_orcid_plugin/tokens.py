@@ -6,7 +6,7 @@ accident leaks nothing.
 
 :class:`TokenCipher` wraps :class:`cryptography.fernet.MultiFernet`: the first key
 encrypts, every key decrypts, so keys rotate without downtime (add a new key in front,
-run ``store.rotate_keys()``, then drop the old key).
+run ``store.vault.rotate_keys()``, then drop the old key).
 
 >>> from datetime import datetime, timezone
 >>> now = datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -1,6 +1,6 @@
 """Alembic environment for the link store.
 
-Migrations normally run through ``Store.upgrade()``, which hands over an open connection
+Migrations normally run through ``Database.upgrade()``, which hands over an open connection
 (already inside a locked transaction) in ``config.attributes["connection"]``. Without one,
 the URL comes from ``config.attributes["database_url"]`` or the ``sqlalchemy.url`` option;
 there is no alembic.ini.
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from satosa_orcid_plugin.store import VERSION_TABLE, Base, create_store_engine
+from satosa_orcid_plugin.store.database import VERSION_TABLE, create_store_engine
+from satosa_orcid_plugin.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,7 +20,7 @@ version_table = config.attributes.get("version_table", VERSION_TABLE)
 def _database_url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("run migrations with Store.upgrade(), or give a database_url")
+        raise RuntimeError("run migrations with Database.upgrade(), or give a database_url")
     return url
 
 

@@ -24,9 +24,9 @@ def pg_app(satosa_config, postgres_url, demo_layout):
     plugin_config(config)["store"]["database_url"] = postgres_url
     keys = demo_layout.env()["SATOSA_ORCID_TOKEN_KEYS"].split(",")
     store = Store.from_url(postgres_url, TokenCipher.from_keys(keys))
-    store.upgrade()
+    store.db.upgrade()
     yield make_app(config), store
-    store.dispose()
+    store.db.dispose()
 
 
 def test_simultaneous_callbacks_for_the_same_and_different_users(
@@ -63,6 +63,6 @@ def test_simultaneous_callbacks_for_the_same_and_different_users(
     # every browser got its login back with the iD it connected; nothing was lost
     assert results == [(200, [f"https://orcid.org/{orcid}"]) for _, orcid in plan]
     for user, orcid in ACCOUNTS.items():
-        link = store.get_active_link(f"{user}@demo.example.org")
+        link = store.links.get_active(f"{user}@demo.example.org")
         assert link is not None and str(link.orcid) == orcid
-    assert store.stats(datetime.now(timezone.utc))["linked"] == 3
+    assert store.links.stats(datetime.now(timezone.utc))["linked"] == 3

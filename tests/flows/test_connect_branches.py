@@ -264,7 +264,6 @@ def test_confirm_without_its_login_is_a_clear_page(satosa_app):
 def test_a_pending_link_gone_by_the_time_it_is_confirmed_continues_without_the_id(
     satosa_app, demo_sp, demo_layout, start_login, idp_respond, sp_receive, pending_for_next_login,
 ):
-    from satosa_orcid_plugin.pending import PendingLinks
     from satosa_orcid_plugin.store import Store
     from satosa_orcid_plugin.tokens import TokenCipher
 
@@ -275,9 +274,9 @@ def test_a_pending_link_gone_by_the_time_it_is_confirmed_continues_without_the_i
     env = demo_layout.env()
     store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
     try:
-        PendingLinks(store).delete(handle)  # expired, or taken in another tab
+        store.pending.delete(handle)  # expired, or taken in another tab
     finally:
-        store.dispose()
+        store.db.dispose()
     answer = satosa_app.post(path_and_query(action), data={**fields, "choice": "yes"})
     released = sp_receive(answer, demo_sp)
     assert "eduPersonOrcid" not in released.attributes

@@ -44,9 +44,9 @@ def stored_link(demo_layout, user="alice@demo.example.org"):
     env = demo_layout.env()
     store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
     try:
-        return store.get_active_link(user)
+        return store.links.get_active(user)
     finally:
-        store.dispose()
+        store.db.dispose()
 
 
 @pytest.fixture
@@ -285,7 +285,7 @@ def test_member_integration_writes_employment_after_the_hop_through_the_worker(
     # a second worker run writes nothing more
     SyncWorker.from_service(service, settings.affiliations).run_once()
     assert len(orcid_emulator.member_api.items_of("0000-0002-1825-0097", "employment")) == 1
-    service.store.dispose()
+    service.store.db.dispose()
 
 
 def test_no_token_code_or_secret_in_the_database_file_or_our_logs(

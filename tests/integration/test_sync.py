@@ -25,9 +25,9 @@ from satosa_orcid_plugin.devstack.emulator import ClientRegistration, DemoAccoun
 from satosa_orcid_plugin.errors import DuplicateItem, OrcidApiError, OrcidValidationError, TokenRevoked
 from satosa_orcid_plugin.orcid_client import OrcidClient
 from satosa_orcid_plugin.orcid_id import check_digit
-from satosa_orcid_plugin.outbox import DONE, PARKED, QUEUED, RETRY, AffiliationRow, Outbox, affiliation_link_extra, service_hook
-from satosa_orcid_plugin.ratelimit import RateLimiter
-from satosa_orcid_plugin.store import Store
+from satosa_orcid_plugin.service import OrcidLinkService
+from satosa_orcid_plugin.store import DONE, PARKED, QUEUED, RETRY, Outbox, Store
+from satosa_orcid_plugin.store.schema import AffiliationRow
 from satosa_orcid_plugin.sync import SyncWorker, worker_session
 from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
 
@@ -102,7 +102,7 @@ class Env:
         code = self.emulator.issue_code_for(CLIENT_ID, orcid, scopes, REDIRECT)
         grant = self.client.exchange_code(code, REDIRECT)
         tokens = TokenSet.from_token_response(grant.token_response(), datetime.now(timezone.utc))
-        return self.store.link(user, grant.orcid, tokens, extra=self.outbox.link_extra(self.settings, attributes))
+        return self.store.links.link(user, grant.orcid, tokens, extra=self.outbox.link_extra(self.settings, attributes))
 
     def login(self, user: str, attributes: dict) -> int:
         return self.outbox.refresh(self.settings, user, attributes)
@@ -122,17 +122,18 @@ class Env:
 def env(emulator, database_url) -> Env:
     key = TokenCipher.generate_key()
     store = Store.from_url(database_url, TokenCipher.from_keys([key]))
-    store.upgrade()
+    store.db.upgrade()
     client = OrcidClient(orcid_settings(emulator.issuer), session=worker_session())
     settings = affiliation_settings()
-    outbox = Outbox(store)
-    worker = SyncWorker(client, outbox, settings.sync, limiter=RateLimiter(store, rate=22, burst=36))
+    outbox = store.outbox
+    worker = SyncWorker(client, outbox, settings.sync, limiter=store.rate_limiter(rate=22, burst=36))
     yield Env(emulator, store, outbox, client, settings, worker, key, database_url)
-    store.dispose()
+    store.db.dispose()
 
 
 def _set_row(store: Store, **values) -> None:
-    with store._session(write=True) as session:
+    # A state no public method writes (e.g. a database restored from an old backup).
+    with store.db.transaction() as session:
         session.execute(sa.update(AffiliationRow).values(**values))
 
 
@@ -161,7 +162,7 @@ def test_link_puts_the_item_on_the_record_with_org_department_role_and_dates(env
     [row] = env.items("alice@example.org")
     assert (row.status, row.put_code, row.posted_at) == (DONE, item.put_code, None)
     # What the record shows, read back through the client, is ours.
-    [summary] = env.client.list_affiliations(JOSIAH, "employment", env.store.tokens_for("alice@example.org").access_token)
+    [summary] = env.client.list_affiliations(JOSIAH, "employment", env.store.links.tokens("alice@example.org").access_token)
     assert summary.put_code == item.put_code and summary.source_client_id == CLIENT_ID
     assert summary.has_self_id(row.self_id)
 
@@ -256,30 +257,30 @@ def test_the_fast_path_is_one_statement_when_nothing_changed(env):
     def record(conn, cursor, statement, *args):
         statements.append(statement)
 
-    sa.event.listen(env.store.engine, "before_cursor_execute", record)
+    sa.event.listen(env.store.db.engine, "before_cursor_execute", record)
     try:
         assert env.login("alice@example.org", FACULTY) == 0
     finally:
-        sa.event.remove(env.store.engine, "before_cursor_execute", record)
+        sa.event.remove(env.store.db.engine, "before_cursor_execute", record)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 1 and len(statements) <= 2, statements  # (PostgreSQL may add a pre-ping)
 
 
 def test_hooks_for_the_proxy(env):
-    service = SimpleNamespace(config=SimpleNamespace(affiliations=env.settings), store=env.store)
-    extra = affiliation_link_extra(service, FACULTY)
+    service = OrcidLinkService(SimpleNamespace(affiliations=env.settings), env.client, env.store)  # type: ignore[arg-type]
+    extra = env.outbox.link_extra(env.settings, FACULTY)
     code = env.emulator.issue_code_for(CLIENT_ID, JOSIAH, SCOPES, REDIRECT)
     grant = env.client.exchange_code(code, REDIRECT)
-    env.store.link("alice@example.org", grant.orcid,
-                   TokenSet.from_token_response(grant.token_response(), datetime.now(timezone.utc)), extra=extra)
+    env.store.links.link("alice@example.org", grant.orcid,
+                         TokenSet.from_token_response(grant.token_response(), datetime.now(timezone.utc)), extra=extra)
     assert [i.kind for i in env.items()] == ["employment"]
-    assert service_hook(service, "alice@example.org", FACULTY) == 0
-    assert service_hook(service, "alice@example.org", {"edupersonaffiliation": ["student"]}) == 2
-    assert service_hook(service, "nobody@example.org", FACULTY) == 0
+    assert service.on_release("alice@example.org", FACULTY) == 0
+    assert service.on_release("alice@example.org", {"edupersonaffiliation": ["student"]}) == 2
+    assert service.on_release("nobody@example.org", FACULTY) == 0
 
-    unconfigured = SimpleNamespace(config=SimpleNamespace(), store=env.store)
-    assert affiliation_link_extra(unconfigured, FACULTY) is None
-    assert service_hook(unconfigured, "alice@example.org", {}) == 0
+    unconfigured = OrcidLinkService(SimpleNamespace(), env.client, env.store)  # type: ignore[arg-type]
+    assert env.outbox.link_extra(None, FACULTY) is None
+    assert unconfigured.on_release("alice@example.org", {}) == 0
 
 
 def test_links_without_activities_update_queue_nothing(env):
@@ -298,10 +299,10 @@ def test_a_revoked_token_marks_the_link_revoked_and_parks_until_the_next_link(en
     assert (report.revoked, report.parked) == (1, 1)
     [row] = env.items()
     assert row.status == PARKED and "401" in row.last_error
-    link = env.store.get_link("alice@example.org")
+    link = env.store.links.get("alice@example.org")
     assert link.status == "revoked"
-    assert env.store.tokens_for("alice@example.org") is None
-    assert env.store.audit_events("alice@example.org", limit=1)[0]["event"] == "revoke"
+    assert env.store.links.tokens("alice@example.org") is None
+    assert env.store.db.audit_events("alice@example.org", limit=1)[0]["event"] == "revoke"
     assert env.on_record(JOSIAH) == []
 
     env.link("alice@example.org", JOSIAH, FACULTY)  # the researcher connects again
@@ -422,7 +423,7 @@ def test_an_item_deleted_on_orcid_is_parked_until_an_admin_resyncs(env):
 # --- the client's view of ORCID's answers -----------------------------------------------------
 def test_client_maps_member_api_errors(env):
     env.link("alice@example.org", JOSIAH, FACULTY)
-    token = env.store.tokens_for("alice@example.org").access_token
+    token = env.store.links.tokens("alice@example.org").access_token
     body = {"organization": {"name": "BU", "address": {"city": "Boston", "country": "US"},
                              "disambiguated-organization": {"disambiguated-organization-identifier": "https://ror.org/05qwgg493",
                                                             "disambiguation-source": "ROR"}},
@@ -512,10 +513,10 @@ def test_sigkill_between_orcids_201_and_our_commit_leaves_exactly_one_item(env, 
 def test_two_worker_processes_write_every_item_once_within_the_rate_limit(emulator, postgres_url, tmp_path):
     key = TokenCipher.generate_key()
     store = Store.from_url(postgres_url, TokenCipher.from_keys([key]))
-    store.upgrade()
+    store.db.upgrade()
     client = OrcidClient(orcid_settings(emulator.issuer), session=worker_session())
     settings = affiliation_settings()
-    outbox = Outbox(store)
+    outbox = store.outbox
     env = Env(emulator, store, outbox, client, settings, None, key, postgres_url)  # type: ignore[arg-type]
     for i, account in enumerate(LOAD_ACCOUNTS):
         env.link(f"user{i}@example.org", account.orcid, {"edupersonaffiliation": ["staff"], "ou": [f"Dept {i % 7}"]})
@@ -535,7 +536,7 @@ def test_two_worker_processes_write_every_item_once_within_the_rate_limit(emulat
     for account in LOAD_ACCOUNTS:
         assert len(emulator.member_api.items_of(account.orcid)) == 1
     assert {i.status for i in env.items()} == {DONE}
-    store.dispose()
+    store.db.dispose()
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -600,7 +601,7 @@ def test_run_forever_picks_up_new_links_and_stops_on_request(env):
 
 def test_the_database_bucket_allows_the_burst_then_the_rate(database_url, token_cipher):
     store = Store.from_url(database_url, token_cipher)
-    store.upgrade()
+    store.db.upgrade()
     now = [1000.0]
     waits: list[float] = []
 
@@ -608,8 +609,8 @@ def test_the_database_bucket_allows_the_burst_then_the_rate(database_url, token_
         waits.append(seconds)
         now[0] += seconds
 
-    limiter = RateLimiter(store, rate=10, burst=5, clock=lambda: now[0], sleep=sleep)
-    other_host = RateLimiter(store, rate=10, burst=5, clock=lambda: now[0], sleep=sleep)
+    limiter = store.rate_limiter(rate=10, burst=5, clock=lambda: now[0], sleep=sleep)
+    other_host = store.rate_limiter(rate=10, burst=5, clock=lambda: now[0], sleep=sleep)
     for _ in range(5):
         assert limiter.try_acquire() == 0.0
     assert other_host.try_acquire() == pytest.approx(0.1)  # one bucket for every worker
@@ -617,7 +618,7 @@ def test_the_database_bucket_allows_the_burst_then_the_rate(database_url, token_
     now[0] += 100  # a long pause refills only up to the burst
     assert sum(1 for _ in range(8) if limiter.try_acquire() == 0.0) == 5
     assert limiter.acquire(timeout=0.0) is False
-    store.dispose()
+    store.db.dispose()
 
 
 
@@ -630,10 +631,10 @@ def test_every_write_to_orcid_is_audited_with_a_json_log_line(env, caplog):
     env.worker.run_once()
     env.login("alice@example.org", {**FACULTY, "title": ["Dean"]})
     env.worker.run_once()
-    writes = [e for e in env.store.audit_events(user_key="alice@example.org") if e["event"] == "affiliation_write"]
+    writes = [e for e in env.store.db.audit_events(user_key="alice@example.org") if e["event"] == "affiliation_write"]
     assert [e["detail"]["action"] for e in reversed(writes)] == ["post", "put"]
     assert all(e["detail"]["kind"] == "employment" and e["detail"]["put_code"] for e in writes)
     lines = [_json.loads(r.getMessage()) for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
     assert [l["event"] for l in lines if l["event"] == "affiliation_write"] == ["affiliation_write"] * 2
-    token = env.store.tokens_for("alice@example.org").access_token
+    token = env.store.links.tokens("alice@example.org").access_token
     assert all(token not in r.getMessage() for r in caplog.records)

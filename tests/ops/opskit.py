@@ -138,9 +138,9 @@ class Deployment:
     def links(self) -> list[Any]:
         store = self.store()
         try:
-            return store.list_links(limit=10000)
+            return store.links.recent(limit=10000)
         finally:
-            store.dispose()
+            store.db.dispose()
 
 
 def hop(deployment: Deployment, client: Any, user: str = "alice") -> str:

@@ -213,16 +213,16 @@ def test_concurrent_logins_with_hops_through_gunicorn_and_postgresql(stack):
     store = Store.from_url(stack["env"]["SATOSA_ORCID_DATABASE_URL"],
                            TokenCipher.from_keys(stack["env"]["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
     try:
-        links = store.list_links(limit=10 * USERS)
+        links = store.links.recent(limit=10 * USERS)
         per_user = Counter(link.user_key for link in links)
         assert len(links) == USERS and set(per_user.values()) == {1}
         for link in links:
             assert link.active and str(link.orcid) == ids[link.user_key.split("@")[0]]
-        audit = store.audit_events(limit=10 * USERS)
+        audit = store.db.audit_events(limit=10 * USERS)
         assert Counter(e["event"] for e in audit)["link"] == USERS
         assert all(e["session_id"] for e in audit if e["event"] == "link")
     finally:
-        store.dispose()
+        store.db.dispose()
     # ORCID issued exactly one token per account (no code was ever exchanged twice)
     for user in users:
         assert len(stack["emulator"].tokens(orcid=ids[user])) == 1

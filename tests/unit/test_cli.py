@@ -44,12 +44,12 @@ def setup(tmp_path, emulator, database_url, monkeypatch):
         f"  store: {{database_url: '{database_url}', token_keys: '{key}'}}\n"
     )
     service = OrcidLinkService.from_config(load_plugin_config(conf))
-    service.store.upgrade()
+    service.store.db.upgrade()
     for user, orcid in ((ALICE, JOSIAH), (BOB, SOFIA)):
         code = emulator.issue_code_for("APP-CLI", orcid, ["openid"], REDIRECT, nonce="n")
         service.complete_hop(user_key=user, code=code, redirect_uri=REDIRECT, nonce="n")
     yield conf, service, key
-    service.store.dispose()
+    service.store.db.dispose()
 
 
 def run(*args, env=None):
@@ -74,18 +74,18 @@ def test_export_csv_has_no_tokens(setup):
     out = run("--config", str(conf), "links", "export", "--format", "csv").output
     rows = list(csv.DictReader(io.StringIO(out)))
     assert sorted(r["orcid"] for r in rows) == sorted([JOSIAH, SOFIA])
-    tokens = service.store.tokens_for(ALICE)
+    tokens = service.store.links.tokens(ALICE)
     assert tokens.access_token not in out and tokens.refresh_token not in out
 
 
 def test_unlink_revokes_at_orcid_and_is_audited(setup, emulator):
     conf, service, _ = setup
-    tokens = service.store.tokens_for(ALICE)
+    tokens = service.store.links.tokens(ALICE)
     result = run("--config", str(conf), "links", "unlink", ALICE)
     assert result.exit_code == 0 and "unlinked" in result.output
-    assert service.store.get_active_link(ALICE) is None
+    assert service.store.links.get_active(ALICE) is None
     assert not [t for t in emulator.tokens(orcid=JOSIAH) if t.access_token == tokens.access_token]
-    assert "unlink" in [e["event"] for e in service.store.audit_events(user_key=ALICE)]
+    assert "unlink" in [e["event"] for e in service.store.db.audit_events(user_key=ALICE)]
     again = run("--config", str(conf), "links", "unlink", ALICE)
     assert again.exit_code == 1 and again.output.strip().startswith("satosa-orcid: no active link")
 
@@ -95,8 +95,8 @@ def test_check_finds_a_revocation_done_at_orcid(setup, emulator):
     emulator.revoke_user_tokens(SOFIA)
     result = run("--config", str(conf), "links", "check", BOB, "--json")
     assert json.loads(result.output) == {BOB: "revoked"}
-    assert service.store.get_active_link(BOB) is None
-    assert service.store.get_link(BOB).status == "revoked"
+    assert service.store.links.get_active(BOB) is None
+    assert service.store.links.get(BOB).status == "revoked"
     assert json.loads(run("--config", str(conf), "links", "check", ALICE, "--json").output) == {ALICE: "active"}
 
 
@@ -114,9 +114,9 @@ def test_stats_and_key_rotation(setup):
     from satosa_orcid_plugin.store import Store
     from satosa_orcid_plugin.tokens import TokenCipher
 
-    fresh = Store.from_url(service.store.engine.url.render_as_string(hide_password=False), TokenCipher.from_keys([new_key]))
-    assert fresh.tokens_for(ALICE) is not None
-    fresh.dispose()
+    fresh = Store.from_url(service.store.db.engine.url.render_as_string(hide_password=False), TokenCipher.from_keys([new_key]))
+    assert fresh.links.tokens(ALICE) is not None
+    fresh.db.dispose()
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path):

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from satosa_orcid_plugin.errors import ConfigError, LinkConflict, NotFound, StoreError
 from satosa_orcid_plugin.orcid_id import OrcidId, check_digit
-from satosa_orcid_plugin.store import VERSION_TABLE, Base, Store
+from satosa_orcid_plugin.store import VERSION_TABLE, Store
+from satosa_orcid_plugin.store.schema import Base
 from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -45,13 +46,13 @@ def make_store(database_url):
 
     def make(cipher: TokenCipher, **kwargs) -> Store:
         store = Store.from_url(database_url, cipher, **kwargs)
-        store.upgrade()
+        store.db.upgrade()
         made.append(store)
         return store
 
     yield make
     for store in made:
-        store.dispose()
+        store.db.dispose()
 
 
 @pytest.fixture
@@ -61,210 +62,241 @@ def store(make_store, token_cipher) -> Store:
 
 def events(store: Store, user_key: str | None = None) -> list[str]:
     """Audit event names, oldest first."""
-    return [e["event"] for e in reversed(store.audit_events(user_key))]
+    return [e["event"] for e in reversed(store.db.audit_events(user_key))]
 
 
 # --- linking ---------------------------------------------------------------------------
 def test_link_then_fast_path_finds_it(store):
-    link = store.link(ALICE, orcid(1), tokens(), name="Alice A.", amr="mfa", session_id="s-1")
+    link = store.links.link(ALICE, orcid(1), tokens(), name="Alice A.", amr="mfa", session_id="s-1")
 
-    active = store.get_active_link(ALICE)
+    active = store.links.get_active(ALICE)
     assert active == link
     assert active.orcid == orcid(1) and active.orcid.uri == f"https://orcid.org/{orcid(1)}"
     assert active.status == "active" and active.environment == "production"
     assert active.scopes == ("/authenticate", "/read-limited")
     assert (active.name, active.amr) == ("Alice A.", "mfa")
     assert active.created_at.tzinfo is not None and active.created_at.utcoffset() == timedelta(0)
-    assert store.get_link(ALICE) == link
-    assert store.find_by_orcid(orcid(1)) == link
-    assert store.tokens_for(ALICE) == tokens()
-    assert store.get_active_link(BOB) is None and store.get_link(BOB) is None and store.tokens_for(BOB) is None
-    assert store.find_by_orcid(orcid(2)) is None
+    assert store.links.get(ALICE) == link
+    assert store.links.find_by_orcid(orcid(1)) == link
+    assert store.links.tokens(ALICE) == tokens()
+    assert store.links.get_active(BOB) is None and store.links.get(BOB) is None and store.links.tokens(BOB) is None
+    assert store.links.find_by_orcid(orcid(2)) is None
 
-    [audit] = store.audit_events(ALICE)
+    [audit] = store.db.audit_events(ALICE)
     assert audit["event"] == "link" and audit["orcid"] == str(orcid(1)) and audit["session_id"] == "s-1"
     assert re.fullmatch(r".+:\d+", audit["instance"])
 
 
 def test_sandbox_ids_live_in_their_own_environment(store):
     sandbox_id = OrcidId.parse(f"https://sandbox.orcid.org/{orcid(1)}")
-    store.link(ALICE, sandbox_id, tokens())
-    store.link(BOB, orcid(1), tokens())  # same digits on production: no conflict
+    store.links.link(ALICE, sandbox_id, tokens())
+    store.links.link(BOB, orcid(1), tokens())  # same digits on production: no conflict
 
-    assert store.get_active_link(ALICE).environment == "sandbox"
-    assert store.get_active_link(ALICE).orcid.uri.startswith("https://sandbox.orcid.org/")
-    assert store.find_by_orcid(sandbox_id).user_key == ALICE
-    assert store.find_by_orcid(orcid(1)).user_key == BOB
+    assert store.links.get_active(ALICE).environment == "sandbox"
+    assert store.links.get_active(ALICE).orcid.uri.startswith("https://sandbox.orcid.org/")
+    assert store.links.find_by_orcid(sandbox_id).user_key == ALICE
+    assert store.links.find_by_orcid(orcid(1)).user_key == BOB
 
 
 def test_linking_the_same_id_again_refreshes_tokens_only(store):
-    first = store.link(ALICE, orcid(1), tokens("old"))
-    again = store.link(ALICE, orcid(1), tokens("new"), name="Alice")
+    first = store.links.link(ALICE, orcid(1), tokens("old"))
+    again = store.links.link(ALICE, orcid(1), tokens("new"), name="Alice")
 
     assert again.created_at == first.created_at
     assert again.name == "Alice"
-    assert store.tokens_for(ALICE) == tokens("new")
-    assert len(store.list_links()) == 1
+    assert store.links.tokens(ALICE) == tokens("new")
+    assert len(store.links.recent()) == 1
     assert events(store, ALICE) == ["link", "relink"]
 
-    store.link(ALICE, orcid(1), None)  # no new tokens: keep the stored ones
-    assert store.tokens_for(ALICE) == tokens("new")
+    store.links.link(ALICE, orcid(1), None)  # no new tokens: keep the stored ones
+    assert store.links.tokens(ALICE) == tokens("new")
 
 
 def test_linking_another_id_replaces_the_old_link(store):
-    store.link(ALICE, orcid(1), tokens("one"))
-    store.link(ALICE, orcid(2), tokens("two"))
+    store.links.link(ALICE, orcid(1), tokens("one"))
+    store.links.link(ALICE, orcid(2), tokens("two"))
 
-    assert store.get_active_link(ALICE).orcid == orcid(2)
-    assert store.tokens_for(ALICE) == tokens("two")
-    assert [link.orcid for link in store.list_links(status="unlinked")] == [orcid(1)]
-    assert store.find_by_orcid(orcid(1)) is None
+    assert store.links.get_active(ALICE).orcid == orcid(2)
+    assert store.links.tokens(ALICE) == tokens("two")
+    assert [link.orcid for link in store.links.recent(status="unlinked")] == [orcid(1)]
+    assert store.links.find_by_orcid(orcid(1)) is None
     assert events(store, ALICE) == ["link", "switch"]
-    assert store.audit_events(ALICE)[0]["detail"]["previous"] == str(orcid(1))
+    assert store.db.audit_events(ALICE)[0]["detail"]["previous"] == str(orcid(1))
 
 
 def test_an_id_held_by_another_user_is_refused_and_audited(store):
-    store.link(ALICE, orcid(1), tokens("alice"))
+    store.links.link(ALICE, orcid(1), tokens("alice"))
 
     with pytest.raises(LinkConflict):
-        store.link(BOB, orcid(1), tokens("bob"), session_id="s-bob")
+        store.links.link(BOB, orcid(1), tokens("bob"), session_id="s-bob")
 
-    assert store.get_active_link(ALICE).orcid == orcid(1)
-    assert store.tokens_for(ALICE) == tokens("alice")
-    assert store.get_link(BOB) is None and store.tokens_for(BOB) is None
-    [conflict] = store.audit_events(BOB)
+    assert store.links.get_active(ALICE).orcid == orcid(1)
+    assert store.links.tokens(ALICE) == tokens("alice")
+    assert store.links.get(BOB) is None and store.links.tokens(BOB) is None
+    [conflict] = store.db.audit_events(BOB)
     assert conflict["event"] == "conflict" and conflict["orcid"] == str(orcid(1))
     assert conflict["session_id"] == "s-bob" and conflict["detail"]["held_by"] == ALICE
 
 
 def test_move_takes_the_id_from_the_other_user(store):
-    store.link(ALICE, orcid(1), tokens("alice"))
+    store.links.link(ALICE, orcid(1), tokens("alice"))
 
-    moved = store.link(BOB, orcid(1), tokens("bob"), on_conflict="move")
+    moved = store.links.link(BOB, orcid(1), tokens("bob"), on_conflict="move")
 
-    assert moved.user_key == BOB and store.get_active_link(BOB).orcid == orcid(1)
-    assert store.get_active_link(ALICE) is None and store.get_link(ALICE) is None
-    assert store.tokens_for(ALICE) is None and store.tokens_for(BOB) == tokens("bob")
-    assert store.find_by_orcid(orcid(1)).user_key == BOB
+    assert moved.user_key == BOB and store.links.get_active(BOB).orcid == orcid(1)
+    assert store.links.get_active(ALICE) is None and store.links.get(ALICE) is None
+    assert store.links.tokens(ALICE) is None and store.links.tokens(BOB) == tokens("bob")
+    assert store.links.find_by_orcid(orcid(1)).user_key == BOB
     assert events(store, ALICE) == ["link", "moved"]
     assert events(store, BOB) == ["link"]
 
 
 def test_unlink_returns_the_tokens_to_revoke_at_orcid(store):
-    store.link(ALICE, orcid(1), tokens())
+    store.links.link(ALICE, orcid(1), tokens())
 
-    link, returned = store.unlink(ALICE, reason="user request", session_id="s-2")
+    link, returned = store.links.unlink(ALICE, reason="user request", session_id="s-2")
 
     assert link.status == "unlinked" and link.orcid == orcid(1)
     assert returned == tokens()
-    assert store.get_active_link(ALICE) is None and store.get_link(ALICE) is None
-    assert store.tokens_for(ALICE) is None
-    latest = store.audit_events(ALICE)[0]
+    assert store.links.get_active(ALICE) is None and store.links.get(ALICE) is None
+    assert store.links.tokens(ALICE) is None
+    latest = store.db.audit_events(ALICE)[0]
     assert latest["event"] == "unlink" and latest["detail"]["reason"] == "user request"
     with pytest.raises(NotFound):
-        store.unlink(ALICE)
+        store.links.unlink(ALICE)
     with pytest.raises(NotFound):
-        store.unlink(BOB)
+        store.links.unlink(BOB)
     # The iD is free again.
-    assert store.link(BOB, orcid(1), tokens()).status == "active"
+    assert store.links.link(BOB, orcid(1), tokens()).status == "active"
 
 
 def test_revoked_link_stays_visible_but_is_not_released(store):
-    store.link(ALICE, orcid(1), tokens())
+    store.links.link(ALICE, orcid(1), tokens())
 
-    revoked = store.mark_revoked(ALICE, "401 invalid_token")
+    revoked = store.links.revoke(ALICE, "401 invalid_token")
 
     assert revoked.status == "revoked" and revoked.revoke_reason == "401 invalid_token"
     assert revoked.revoked_at is not None
-    assert store.get_active_link(ALICE) is None
-    assert store.get_link(ALICE).status == "revoked"
-    assert store.tokens_for(ALICE) is None
-    assert store.mark_revoked(ALICE, "again") is None
+    assert store.links.get_active(ALICE) is None
+    assert store.links.get(ALICE).status == "revoked"
+    assert store.links.tokens(ALICE) is None
+    assert store.links.revoke(ALICE, "again") is None
     assert events(store, ALICE) == ["link", "revoke"]
 
-    relinked = store.link(ALICE, orcid(1), tokens("fresh"))
-    assert relinked.status == "active" and store.tokens_for(ALICE) == tokens("fresh")
-    assert store.get_link(ALICE) == relinked
+    relinked = store.links.link(ALICE, orcid(1), tokens("fresh"))
+    assert relinked.status == "active" and store.links.tokens(ALICE) == tokens("fresh")
+    assert store.links.get(ALICE) == relinked
 
 
 def test_a_revoked_link_can_be_unlinked(store):
-    store.link(ALICE, orcid(1), tokens())
-    store.mark_revoked(ALICE, "401")
+    store.links.link(ALICE, orcid(1), tokens())
+    store.links.revoke(ALICE, "401")
 
-    link, returned = store.unlink(ALICE)
+    link, returned = store.links.unlink(ALICE)
 
     assert link.status == "unlinked" and returned is None
-    assert store.get_link(ALICE) is None
+    assert store.links.get(ALICE) is None
 
 
 def test_bad_arguments_are_rejected_before_touching_the_database(store):
     with pytest.raises(ValueError):
-        store.link(ALICE, orcid(1), tokens(), on_conflict="steal")
+        store.links.link(ALICE, orcid(1), tokens(), on_conflict="steal")
     with pytest.raises(ValueError):
-        store.link(ALICE, orcid(1), tokens(), environment="staging")
+        store.links.link(ALICE, orcid(1), tokens(), environment="staging")
     with pytest.raises(ValueError):
-        store.record_decision(ALICE, "maybe", None)
+        store.decisions.record(ALICE, "maybe", None)
     with pytest.raises(ValueError):
-        store.record_decision(ALICE, "not_now", None)
+        store.decisions.record(ALICE, "not_now", None)
     with pytest.raises(ValueError):
-        store.decision_for(ALICE, datetime(2025, 1, 1))  # naive
-    assert store.list_links() == []
+        store.decisions.get(ALICE, datetime(2025, 1, 1))  # naive
+    assert store.links.recent() == []
 
 
 # --- decisions -------------------------------------------------------------------------
 def test_not_now_lasts_until_its_time_and_never_lasts(store):
-    store.record_decision(ALICE, "not_now", NOW + timedelta(days=7), session_id="s-3")
-    store.record_decision(BOB, "never", None)
+    store.decisions.record(ALICE, "not_now", NOW + timedelta(days=7), session_id="s-3")
+    store.decisions.record(BOB, "never", None)
 
-    assert store.decision_for(ALICE, NOW) == "not_now"
-    assert store.decision_for(ALICE, NOW + timedelta(days=7)) is None
-    assert store.decision_for(BOB, NOW + timedelta(days=3650)) == "never"
-    assert store.decision_for("carol", NOW) is None
-    stats = store.stats(NOW)
+    assert store.decisions.get(ALICE, NOW) == "not_now"
+    assert store.decisions.get(ALICE, NOW + timedelta(days=7)) is None
+    assert store.decisions.get(BOB, NOW + timedelta(days=3650)) == "never"
+    assert store.decisions.get("carol", NOW) is None
+    stats = store.links.stats(NOW)
     assert (stats["declined_not_now"], stats["declined_never"]) == (1, 1)
-    assert store.stats(NOW + timedelta(days=8))["declined_not_now"] == 0
-    assert store.audit_events(ALICE)[0]["event"] == "decline"
+    assert store.links.stats(NOW + timedelta(days=8))["declined_not_now"] == 0
+    assert store.db.audit_events(ALICE)[0]["event"] == "decline"
 
-    store.record_decision(ALICE, "never", None)  # a later answer replaces the earlier one
-    assert store.decision_for(ALICE, NOW) == "never"
-    store.clear_decision(ALICE)
-    assert store.decision_for(ALICE, NOW) is None
+    store.decisions.record(ALICE, "never", None)  # a later answer replaces the earlier one
+    assert store.decisions.get(ALICE, NOW) == "never"
+    store.decisions.clear(ALICE)
+    assert store.decisions.get(ALICE, NOW) is None
 
 
 def test_linking_clears_a_decision(store):
-    store.record_decision(ALICE, "never", None)
-    store.link(ALICE, orcid(1), tokens())
-    assert store.decision_for(ALICE, NOW) is None
+    store.decisions.record(ALICE, "never", None)
+    store.links.link(ALICE, orcid(1), tokens())
+    assert store.decisions.get(ALICE, NOW) is None
 
 
 def test_stats_count_links_by_state(store):
-    store.link(ALICE, orcid(1), tokens())
-    store.link(BOB, orcid(2), tokens())
-    store.link("carol", orcid(3), tokens())
-    store.mark_revoked(BOB, "401")
-    store.unlink("carol")
+    store.links.link(ALICE, orcid(1), tokens())
+    store.links.link(BOB, orcid(2), tokens())
+    store.links.link("carol", orcid(3), tokens())
+    store.links.revoke(BOB, "401")
+    store.links.unlink("carol")
 
-    stats = store.stats(datetime.now(timezone.utc))
+    stats = store.links.stats(datetime.now(timezone.utc))
 
     assert stats == {
         "linked": 1, "revoked": 1, "unlinked": 1,
         "declined_not_now": 0, "declined_never": 0, "links_last_day": 3,
     }
-    assert store.stats(datetime.now(timezone.utc) + timedelta(days=2))["links_last_day"] == 0
-    assert [link.user_key for link in store.list_links(limit=2)] == ["carol", BOB]
-    assert [link.user_key for link in store.list_links(limit=2, offset=2)] == [ALICE]
+    assert store.links.stats(datetime.now(timezone.utc) + timedelta(days=2))["links_last_day"] == 0
+    assert [link.user_key for link in store.links.recent(limit=2)] == ["carol", BOB]
+    assert [link.user_key for link in store.links.recent(limit=2, offset=2)] == [ALICE]
 
 
 # --- audit -----------------------------------------------------------------------------
 def test_audit_never_keeps_secrets(store):
-    store.audit("login_hop", user_key=ALICE, orcid=orcid(1), session_id="s-4",
+    store.db.append_audit("login_hop", user_key=ALICE, orcid=orcid(1), session_id="s-4",
                 requester="https://sp.example", code="the-auth-code", access_token="tok")
 
-    [event] = store.audit_events(ALICE)
+    [event] = store.db.audit_events(ALICE)
     assert event["event"] == "login_hop" and event["session_id"] == "s-4"
     assert event["detail"]["requester"] == "https://sp.example"
     assert event["detail"]["code"] == event["detail"]["access_token"] == "<redacted>"
-    assert "the-auth-code" not in str(store.audit_events())
+    assert "the-auth-code" not in str(store.db.audit_events())
+
+
+def test_the_audit_row_redacts_exactly_what_the_audit_log_line_redacts(store, caplog):
+    import json
+
+    caplog.set_level("INFO", logger="satosa_orcid_plugin.audit")
+    store.db.append_audit("login_hop", user_key=ALICE, nonce="the-nonce", authorization="Bearer the-bearer",
+                cookie="the-cookie", nested={"refresh_token": "the-refresh"}, hint="eyJhbGciOi.eyJzdWIiOi.c2ln",
+                requester="https://sp.example")
+
+    [event] = store.db.audit_events(ALICE)
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    assert event["detail"] == line["detail"]
+    assert event["detail"]["requester"] == "https://sp.example"
+    for secret in ("the-nonce", "the-bearer", "the-cookie", "the-refresh", "eyJhbGciOi"):
+        assert secret not in str(store.db.audit_events())
+
+
+def test_the_audit_log_line_carries_the_time_of_its_row(make_store, token_cipher, caplog):
+    import itertools
+    import json
+
+    ticks = itertools.count()
+    store = make_store(token_cipher, clock=lambda: NOW + timedelta(seconds=next(ticks)))
+    caplog.set_level("INFO", logger="satosa_orcid_plugin.audit")
+    store.links.link(ALICE, orcid(1), tokens())
+
+    [row] = store.db.audit_events(ALICE)
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    assert line["event"] == row["event"] == "link"
+    assert line["at"] == row["at"].isoformat()
 
 
 # --- keys ------------------------------------------------------------------------------
@@ -272,33 +304,33 @@ def test_key_rotation_keeps_old_tokens_readable_then_retires_the_old_key(make_st
     old_key, new_key = TokenCipher.generate_key(), TokenCipher.generate_key()
     before = make_store(TokenCipher.from_keys([old_key]))
     for n in range(5):
-        before.link(f"user{n}", orcid(n), tokens(str(n)))
+        before.links.link(f"user{n}", orcid(n), tokens(str(n)))
 
     # Step 1: deploy the new key in front; old ciphertext still decrypts.
     both = make_store(TokenCipher.from_keys([new_key, old_key]))
-    assert both.tokens_for("user3") == tokens("3")
-    both.link("user9", orcid(9), tokens("9"))  # written under the new key already
+    assert both.links.tokens("user3") == tokens("3")
+    both.links.link("user9", orcid(9), tokens("9"))  # written under the new key already
 
     # Step 2: rotate. Rows already under the new key are not rewritten.
-    assert both.rotate_keys(batch_size=2) == 5
-    assert both.rotate_keys() == 0
+    assert both.vault.rotate_keys(batch_size=2) == 5
+    assert both.vault.rotate_keys() == 0
     assert "keys_rotated" in events(both)
 
     # Step 3: drop the old key; every row decrypts with the new key alone.
     only_new = make_store(TokenCipher.from_keys([new_key]))
     for n in (*range(5), 9):
-        assert only_new.tokens_for(f"user{n}") == tokens(str(n))
+        assert only_new.links.tokens(f"user{n}") == tokens(str(n))
 
     with pytest.raises(StoreError, match="cannot be decrypted") as raised:
-        make_store(TokenCipher.from_keys([old_key])).tokens_for("user1")
+        make_store(TokenCipher.from_keys([old_key])).links.tokens("user1")
     assert "gAAAA" not in str(raised.value)  # no Fernet ciphertext in the message
 
 
 def test_unlink_works_even_when_tokens_cannot_be_decrypted(make_store):
-    make_store(TokenCipher.from_keys([TokenCipher.generate_key()])).link(ALICE, orcid(1), tokens())
+    make_store(TokenCipher.from_keys([TokenCipher.generate_key()])).links.link(ALICE, orcid(1), tokens())
     lost_key = make_store(TokenCipher.from_keys([TokenCipher.generate_key()]))
 
-    link, returned = lost_key.unlink(ALICE)
+    link, returned = lost_key.links.unlink(ALICE)
 
     assert link.status == "unlinked" and returned is None
 
@@ -306,15 +338,15 @@ def test_unlink_works_even_when_tokens_cannot_be_decrypted(make_store):
 # --- user keys -------------------------------------------------------------------------
 def test_hashed_user_keys_never_reach_the_database(make_store, token_cipher):
     store = make_store(token_cipher, user_key_secret=b"pepper-1")
-    link = store.link(ALICE, orcid(1), tokens())
-    store.record_decision(BOB, "never", None)
+    link = store.links.link(ALICE, orcid(1), tokens())
+    store.decisions.record(BOB, "never", None)
 
     assert re.fullmatch(r"[0-9a-f]{64}", link.user_key)
-    assert store.get_active_link(ALICE) == link
-    assert store.tokens_for(ALICE) == tokens()
-    assert store.decision_for(BOB, NOW) == "never"
-    assert [e["event"] for e in store.audit_events(ALICE)] == ["link"]
-    with store.engine.connect() as conn:
+    assert store.links.get_active(ALICE) == link
+    assert store.links.tokens(ALICE) == tokens()
+    assert store.decisions.get(BOB, NOW) == "never"
+    assert [e["event"] for e in store.db.audit_events(ALICE)] == ["link"]
+    with store.db.engine.connect() as conn:
         stored = {
             value
             for table in ("orcid_links", "orcid_decisions", "orcid_audit")
@@ -323,16 +355,16 @@ def test_hashed_user_keys_never_reach_the_database(make_store, token_cipher):
     assert ALICE not in stored and BOB not in stored
 
     other_secret = make_store(token_cipher, user_key_secret=b"pepper-2")
-    assert other_secret.get_active_link(ALICE) is None
+    assert other_secret.links.get_active(ALICE) is None
 
 
 def test_sqlite_file_holds_no_token_in_clear(sqlite_url, tmp_path, token_cipher):
     store = Store.from_url(sqlite_url, token_cipher)
-    store.upgrade()
-    store.link(ALICE, orcid(1), tokens("secret"))
-    store.link(BOB, orcid(2), tokens("other"))
-    store.unlink(BOB)
-    store.dispose()
+    store.db.upgrade()
+    store.links.link(ALICE, orcid(1), tokens("secret"))
+    store.links.link(BOB, orcid(2), tokens("other"))
+    store.links.unlink(BOB)
+    store.db.dispose()
 
     data = b"".join(p.read_bytes() for p in tmp_path.glob("orcid.sqlite*"))
     assert str(orcid(1)).encode() in data  # we are reading the right file
@@ -363,31 +395,31 @@ def _race(n_threads: int, call) -> list[BaseException]:
 
 
 def _active_per_user(store: Store) -> Counter:
-    return Counter(link.user_key for link in store.list_links(status="active", limit=1000))
+    return Counter(link.user_key for link in store.links.recent(status="active", limit=1000))
 
 
 @pytest.mark.parametrize("same_id", [True, False], ids=["same-id", "different-ids"])
 def test_sixteen_threads_linking_one_user_leave_one_active_link(store, same_id):
-    errors = _race(16, lambda i: store.link(ALICE, orcid(1 if same_id else i + 1), tokens(str(i))))
+    errors = _race(16, lambda i: store.links.link(ALICE, orcid(1 if same_id else i + 1), tokens(str(i))))
 
     assert errors == []
     assert _active_per_user(store) == {ALICE: 1}
-    active = store.get_active_link(ALICE)
-    assert store.tokens_for(ALICE) is not None
-    assert store.find_by_orcid(active.orcid) == active
+    active = store.links.get_active(ALICE)
+    assert store.links.tokens(ALICE) is not None
+    assert store.links.find_by_orcid(active.orcid) == active
 
 
 def test_sixteen_users_racing_for_one_id_get_one_winner(store):
-    errors = _race(16, lambda i: store.link(f"user{i}", orcid(1), tokens(str(i))))
+    errors = _race(16, lambda i: store.links.link(f"user{i}", orcid(1), tokens(str(i))))
 
     assert all(isinstance(e, LinkConflict) for e in errors), errors
     assert len(errors) == 15
     assert sum(_active_per_user(store).values()) == 1
-    assert len([e for e in store.audit_events(limit=100) if e["event"] == "conflict"]) == 15
+    assert len([e for e in store.db.audit_events(limit=100) if e["event"] == "conflict"]) == 15
 
 
 def test_sixteen_users_linking_their_own_ids_all_succeed(store):
-    errors = _race(16, lambda i: store.link(f"user{i}", orcid(i + 1), tokens(str(i))))
+    errors = _race(16, lambda i: store.links.link(f"user{i}", orcid(i + 1), tokens(str(i))))
 
     assert errors == []
     assert _active_per_user(store) == {f"user{i}": 1 for i in range(16)}
@@ -398,7 +430,7 @@ def test_migrations_match_the_models(store):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}), Base.metadata)
     assert diff == []
 
@@ -408,7 +440,7 @@ def test_upgrade_from_several_processes_at_once(sqlite_url, token_cipher):
         "import sys\n"
         "from satosa_orcid_plugin.store import Store\n"
         "from satosa_orcid_plugin.tokens import TokenCipher\n"
-        "Store.from_url(sys.argv[1], TokenCipher.from_keys([TokenCipher.generate_key()])).upgrade()\n"
+        "Store.from_url(sys.argv[1], TokenCipher.from_keys([TokenCipher.generate_key()])).db.upgrade()\n"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", script, sqlite_url], stderr=subprocess.PIPE, text=True)
@@ -418,22 +450,22 @@ def test_upgrade_from_several_processes_at_once(sqlite_url, token_cipher):
     assert [code for code, _ in results] == [0, 0, 0, 0], results
 
     store = Store.from_url(sqlite_url, token_cipher)
-    store.upgrade()
-    assert store.link(ALICE, orcid(1), tokens()).status == "active"
-    store.dispose()
+    store.db.upgrade()
+    assert store.links.link(ALICE, orcid(1), tokens()).status == "active"
+    store.db.dispose()
 
 
 def test_store_health_and_repr_hide_the_password(token_cipher):
     store = Store.from_url("postgresql+psycopg://orcid:s3cret@127.0.0.1:1/orcid", token_cipher)
     assert "s3cret" not in repr(store) and "***" in repr(store)
-    assert store.health() is False
+    assert store.db.health() is False
     with pytest.raises(StoreError):
-        store.get_active_link(ALICE)
-    store.dispose()
+        store.links.get_active(ALICE)
+    store.db.dispose()
 
 
 def test_store_health_when_up(store):
-    assert store.health() is True
+    assert store.db.health() is True
 
 
 def test_unsupported_database_url_is_a_config_error(token_cipher):
@@ -470,15 +502,15 @@ def test_token_cipher_keys_newest_first():
 
 def test_a_callback_state_is_consumed_once_across_the_whole_store(store):
     soon = datetime.now(timezone.utc) + timedelta(minutes=10)
-    assert store.consume_once("state:abc", soon) is True
-    assert store.consume_once("state:abc", soon) is False
-    assert store.consume_once("state:other", soon) is True
+    assert store.once.consume("state:abc", soon) is True
+    assert store.once.consume("state:abc", soon) is False
+    assert store.once.consume("state:other", soon) is True
 
 
 def test_an_expired_marker_no_longer_blocks(store):
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
-    assert store.consume_once("state:old", past) is True
-    assert store.consume_once("state:old", datetime.now(timezone.utc) + timedelta(minutes=1)) is True
+    assert store.once.consume("state:old", past) is True
+    assert store.once.consume("state:old", datetime.now(timezone.utc) + timedelta(minutes=1)) is True
 
 
 def test_head_revision_constant_matches_the_migrations(store):
@@ -490,6 +522,35 @@ def test_head_revision_constant_matches_the_migrations(store):
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
-    assert store.schema_revision() == HEAD_REVISION
-    store.upgrade()  # a no-op on a current schema
-    assert store.schema_revision() == HEAD_REVISION
+    assert store.db.schema_revision() == HEAD_REVISION
+    store.db.upgrade()  # a no-op on a current schema
+    assert store.db.schema_revision() == HEAD_REVISION
+
+
+def test_no_module_outside_the_store_touches_a_session_or_a_row():
+    """Sessions, row classes and the store's private names stay inside satosa_orcid_plugin/store/
+    (the alembic environment may read the schema; audit_log hooks a session's commit)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "satosa_orcid_plugin"
+    allowed = {package / "migrations" / "env.py": {"satosa_orcid_plugin.store.schema", "satosa_orcid_plugin.store.database"}}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if package / "store" in path.parents or package / "migrations" / "versions" in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(path.relative_to(package.parent).with_suffix("").parts[:-node.level]) if node.level else ""
+                module = ".".join(filter(None, (base, node.module)))
+                names = [(module, a.name) for a in node.names]
+            else:
+                names = [(a.name, "") for a in node.names]
+            for module, name in names:
+                inside = module.startswith("satosa_orcid_plugin.store.")
+                if (module.startswith("sqlalchemy.orm") or (inside and module not in allowed.get(path, set()))
+                        or (module.startswith("satosa_orcid_plugin.store") and name.startswith("_"))):
+                    found.append(f"{path.relative_to(package)}: {module} {name}")
+    assert found == []

@@ -1,13 +1,14 @@
 """One token bucket in the database, shared by every worker on every host.
 
-ORCID's member API allows 24 requests/s with bursts of 40 per client (orcid-facts §4.6),
-however many processes send them. The bucket is one row: a worker takes a token in a short
-transaction that locks the row (PostgreSQL ``SELECT ... FOR UPDATE``; SQLite ``BEGIN
-IMMEDIATE``, which serialises all writers), refills it from the elapsed time and either takes
-a token or learns how long to wait. On PostgreSQL the time is the database's
-``clock_timestamp()``, so hosts with skewed clocks still share one consistent bucket::
+ORCID's member API limits each client to 24 requests/s with bursts of 40
+(https://info.orcid.org/ufaqs/what-are-the-api-limits/), however many processes send them.
+The bucket is one row: a worker takes a token in a short transaction that locks the row
+(PostgreSQL ``SELECT ... FOR UPDATE``; SQLite ``BEGIN IMMEDIATE``, which serialises all
+writers), refills it from the elapsed time and either takes a token or learns how long to
+wait. On PostgreSQL the time is the database's ``clock_timestamp()``, so hosts with skewed
+clocks still share one consistent bucket::
 
-    limiter = RateLimiter(store, rate=22, burst=36)
+    limiter = store.rate_limiter(rate=22, burst=36)
     limiter.acquire()          # blocks until a request may be sent
 """
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from .errors import StoreError
-from .store import Base, Store
+from ..errors import StoreError
+from .database import Database
+from .schema import RateBucketRow
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +32,14 @@ DEFAULT_BUCKET = "orcid-member-api"
 MAX_SINGLE_WAIT = 5.0
 
 
-class RateBucketRow(Base):
-    __tablename__ = "orcid_rate_buckets"
-
-    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    tokens: Mapped[float] = mapped_column(sa.Float)
-    refilled_at: Mapped[float] = mapped_column(sa.Float)
-
-
 class RateLimiter:
-    """A token bucket of ``burst`` tokens refilled at ``rate`` per second, kept in the store's
+    """A token bucket of ``burst`` tokens refilled at ``rate`` per second, kept in the
     database. ``clock`` (epoch seconds) defaults to the database clock on PostgreSQL and
     ``time.time`` on SQLite; ``sleep`` is injectable for tests."""
 
     def __init__(
         self,
-        store: Store,
+        db: Database,
         *,
         rate: float,
         burst: int,
@@ -55,13 +49,12 @@ class RateLimiter:
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        self.store = store
+        self.db = db
         self.rate = float(rate)
         self.burst = float(burst)
         self.name = name
         self._clock = clock
         self._sleep = sleep
-        self._postgres = store.engine.dialect.name == "postgresql"
         self.waited = 0.0  # total seconds spent waiting (for reports and tests)
 
     def __repr__(self) -> str:
@@ -85,7 +78,7 @@ class RateLimiter:
         """Take a token now and return 0, or return the seconds until one will be there."""
         for attempt in (1, 2):
             try:
-                with self.store._session(write=True, raw_integrity=True) as session:
+                with self.db.transaction(raw_integrity=True) as session:
                     return self._take(session)
             except IntegrityError:
                 # Two processes created the row at once; the loser reads the winner's row.
@@ -94,11 +87,7 @@ class RateLimiter:
         raise AssertionError("unreachable")
 
     def _now(self, session: Session) -> float:
-        if self._clock is not None:
-            return self._clock()
-        if self._postgres:
-            return float(session.scalar(sa.select(sa.extract("epoch", sa.func.clock_timestamp()))))
-        return time.time()
+        return self._clock() if self._clock is not None else self.db.epoch_seconds(session)
 
     def _take(self, session: Session) -> float:
         row = session.scalar(
@@ -121,7 +110,7 @@ class RateLimiter:
     def reset(self) -> None:
         """Forget the bucket (tests, or after changing the rate)."""
         try:
-            with self.store._session(write=True) as session:
+            with self.db.transaction() as session:
                 session.execute(sa.delete(RateBucketRow).where(RateBucketRow.name == self.name))
-        except SQLAlchemyError as exc:  # pragma: no cover - _session already translates
+        except SQLAlchemyError as exc:  # pragma: no cover - transaction() already translates
             raise StoreError(str(exc)) from exc

@@ -17,73 +17,34 @@ external id on ``/employments`` (or ``/educations``) before posting again.
 
 Usage (the proxy, after a link or on a returning login)::
 
-    store.link(user, orcid, tokens, extra=affiliation_link_extra(service, attributes))
-    service_hook(service, user, attributes)      # fast path: one indexed read
+    store.links.link(user, orcid, tokens, extra=store.outbox.link_extra(settings, attributes))
+    store.outbox.on_login(settings, user, attributes)      # fast path: one indexed read
 """
 from __future__ import annotations
 
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from .affiliations import (
-    KINDS,
-    AffiliationSettings,
-    desired_items,
-    gone_state,
-    present_state,
-    self_external_id,
-    state_hash,
-)
-from .errors import OrcidPluginError, StoreError
-from .store import ACTIVE, REVOKED, Base, LinkRow, Store, TokenRow, UTCDateTime
-from .tokens import TokenSet
+from ..affiliations import (KINDS, AffiliationSettings, desired_items, gone_state, present_state, self_external_id,
+                            state_hash)
+from ..errors import OrcidPluginError
+from ..tokens import TokenSet
+from .database import Database
+from .links import LinkExtra, Links
+from .schema import ACTIVE, DONE, IS_ACTIVE, ITEM_STATUSES, PARKED, QUEUED, RETRY, AffiliationRow, LinkRow
 
 log = logging.getLogger(__name__)
 
-QUEUED, RETRY, DONE, PARKED = "queued", "retry", "done", "parked"
-ITEM_STATUSES = (QUEUED, RETRY, DONE, PARKED)
 ACTIVITIES_UPDATE = "/activities/update"
-_IS_ACTIVE = LinkRow.status == sa.literal_column("'active'")
 _MAX_ERROR = 1000
-
-
-class AffiliationRow(Base):
-    __tablename__ = "orcid_affiliations"
-    __table_args__ = (
-        sa.CheckConstraint("kind IN ('employment', 'education')", name="kind"),
-        sa.CheckConstraint("status IN ('queued', 'retry', 'done', 'parked')", name="status"),
-        sa.UniqueConstraint("user_key", "orcid", "kind"),
-        sa.Index("ix_orcid_affiliations_status_next_attempt_at", "status", "next_attempt_at"),
-        sa.Index("ix_orcid_affiliations_link_id", "link_id"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_key: Mapped[str] = mapped_column(sa.String(512))
-    link_id: Mapped[int] = mapped_column(sa.ForeignKey("orcid_links.id", ondelete="CASCADE"))
-    orcid: Mapped[str] = mapped_column(sa.String(19))
-    kind: Mapped[str] = mapped_column(sa.String(16))
-    self_id: Mapped[str] = mapped_column(sa.String(64))
-    desired: Mapped[str] = mapped_column(sa.Text)
-    desired_hash: Mapped[str] = mapped_column(sa.String(64))
-    synced_hash: Mapped[str | None] = mapped_column(sa.String(64))
-    put_code: Mapped[int | None] = mapped_column(sa.BigInteger)
-    status: Mapped[str] = mapped_column(sa.String(16))
-    attempts: Mapped[int] = mapped_column(sa.Integer)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    lease_owner: Mapped[str | None] = mapped_column(sa.String(255))
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True)
@@ -138,24 +99,24 @@ def _has_update_scope(scopes: str | None) -> bool:
 
 
 class Outbox:
-    """Repository of affiliation items over the store's engine and transactions."""
+    """Repository of affiliation items; the login side and the worker side."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database, links: Links) -> None:
+        self.db = db
+        self.links = links
 
     def __repr__(self) -> str:
-        return f"Outbox({self.store!r})"
-
-    def _now(self) -> datetime:
-        return self.store._now()
+        return f"Outbox({self.db!r})"
 
     # --- the login side -----------------------------------------------------------------
     def link_extra(
-        self, settings: AffiliationSettings, attributes: Mapping[str, Any]
-    ) -> Callable[[Session, LinkRow], None]:
-        """A callback for ``Store.link(extra=...)``: queue what this login calls for, in the
+        self, settings: AffiliationSettings | None, attributes: Mapping[str, Any]
+    ) -> LinkExtra | None:
+        """A callback for ``Links.link(extra=...)``: queue what this login calls for, in the
         link's transaction. Items parked earlier (e.g. on a revoked token) are queued again,
-        since a new grant may well succeed."""
+        since a new grant may well succeed. None when affiliations are not configured."""
+        if settings is None:
+            return None
 
         def extra(session: Session, link: LinkRow) -> None:
             if link.status != ACTIVE or not _has_update_scope(link.scopes):
@@ -167,7 +128,7 @@ class Outbox:
     def refresh(self, settings: AffiliationSettings, user_key: str, attributes: Mapping[str, Any]) -> int:
         """The fast path of a returning login: one indexed read; a write only when what should
         be on the record changed. Returns the number of rows queued."""
-        key = self.store.stored_user_key(user_key)
+        key = self.db.stored_user_key(user_key)
         rows = self._read_state(key)
         if not rows:
             return 0  # no active link
@@ -185,9 +146,9 @@ class Outbox:
         ) or any(kind not in wanted and digest != _gone_hash(kind, settings) for kind, (digest, _) in current.items())
         if not changed:
             return 0
-        with self.store._session(write=True) as session:
-            self.store._lock(session, key)
-            link = session.scalar(sa.select(LinkRow).where(LinkRow.user_key == key, _IS_ACTIVE))
+        with self.db.transaction() as session:
+            self.db.lock(session, key)
+            link = session.scalar(sa.select(LinkRow).where(LinkRow.user_key == key, IS_ACTIVE))
             if link is None or not _has_update_scope(link.scopes):
                 return 0
             return self._reconcile(session, settings, link, attributes, requeue_parked=False)
@@ -203,19 +164,15 @@ class Outbox:
                 AffiliationRow,
                 sa.and_(AffiliationRow.user_key == LinkRow.user_key, AffiliationRow.orcid == LinkRow.orcid),
             )
-            .where(LinkRow.user_key == key, _IS_ACTIVE)
+            .where(LinkRow.user_key == key, IS_ACTIVE)
         )
-        try:
-            with Session(self.store._read_engine) as session:
-                return [tuple(r) for r in session.execute(stmt)]
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database error ({type(exc).__name__}) reading affiliation state") from exc
+        return self.db.rows(stmt)
 
     def _reconcile(
         self, session: Session, settings: AffiliationSettings, link: LinkRow, attributes: Mapping[str, Any],
         *, requeue_parked: bool,
     ) -> int:
-        now = self._now()
+        now = self.db.now()
         rows = session.scalars(
             sa.select(AffiliationRow)
             .where(AffiliationRow.user_key == link.user_key, AffiliationRow.orcid == link.orcid)
@@ -272,9 +229,9 @@ class Outbox:
     def claim(self, owner: str, limit: int, lease_seconds: float, now: datetime | None = None) -> list[Item]:
         """Lease up to ``limit`` due rows to ``owner``. PostgreSQL skips rows another worker
         is claiming (``FOR UPDATE SKIP LOCKED``); SQLite serialises writers anyway."""
-        now = now or self._now()
+        now = now or self.db.now()
         lease = f"{owner[:200]}/{secrets.token_hex(6)}"
-        with self.store._session(write=True) as session:
+        with self.db.transaction() as session:
             ids = session.scalars(
                 sa.select(AffiliationRow.id)
                 .where(
@@ -302,8 +259,8 @@ class Outbox:
 
     def _guarded(self, item: Item, **values: Any) -> bool:
         """Update the row only while ``item``'s lease is still ours."""
-        values.setdefault("updated_at", self._now())
-        with self.store._session(write=True) as session:
+        values.setdefault("updated_at", self.db.now())
+        with self.db.transaction() as session:
             result = session.execute(
                 sa.update(AffiliationRow)
                 .where(AffiliationRow.id == item.id, AffiliationRow.lease_owner == item.lease_owner)
@@ -317,7 +274,7 @@ class Outbox:
 
     def mark_posting(self, item: Item) -> bool:
         """Commit that a POST is about to be sent (the crash-recovery marker)."""
-        return self._guarded(item, posted_at=self._now())
+        return self._guarded(item, posted_at=self.db.now())
 
     def adopt_put_code(self, item: Item, put_code: int) -> None:
         """Record a put-code as soon as we learn it (201, 409 or a recovered item)."""
@@ -326,17 +283,17 @@ class Outbox:
 
     def _store_put_code_if_missing(self, item: Item, put_code: int) -> None:
         # Our lease ran out meanwhile; the put-code is still the truth about the record.
-        with self.store._session(write=True) as session:
+        with self.db.transaction() as session:
             session.execute(
                 sa.update(AffiliationRow)
                 .where(AffiliationRow.id == item.id, AffiliationRow.put_code.is_(None))
-                .values(put_code=put_code, updated_at=self._now())
+                .values(put_code=put_code, updated_at=self.db.now())
             )
 
     def complete(self, item: Item, *, put_code: int | None, wrote: str | None = None) -> bool:
         """ORCID now holds ``item.desired`` (or nothing, after a delete). ``wrote`` names what
         we just did on the record (post, put, end, delete, adopt) for the audit trail."""
-        now = self._now()
+        now = self.db.now()
         if wrote:
             self._audit_write(item, wrote, put_code)
         ok = self._guarded(
@@ -351,9 +308,9 @@ class Outbox:
 
     def _audit_write(self, item: Item, action: str, put_code: int | None) -> None:
         try:
-            with self.store._session(write=True) as session:
-                self.store._audit_row(session, "affiliation_write", user_key=item.user_key, orcid=item.orcid,
-                                      session_id=None, detail={"kind": item.kind, "action": action, "put_code": put_code})
+            with self.db.transaction() as session:
+                self.db.audit(session, "affiliation_write", user_key=item.user_key, orcid=item.orcid,
+                              detail={"kind": item.kind, "action": action, "put_code": put_code})
         except OrcidPluginError as exc:  # the write itself is done; never lose it over the audit row
             log.warning("affiliation item %d: audit row not written: %s", item.id, exc.code)
 
@@ -365,7 +322,7 @@ class Outbox:
 
     def park(self, item: Item, reason: str, *, forget_put_code: bool = False) -> bool:
         values: dict[str, Any] = dict(
-            status=self._after(item, PARKED), last_error=reason[:_MAX_ERROR], next_attempt_at=self._now(),
+            status=self._after(item, PARKED), last_error=reason[:_MAX_ERROR], next_attempt_at=self.db.now(),
             lease_owner=None, lease_until=None,
         )
         if forget_put_code:
@@ -378,54 +335,41 @@ class Outbox:
             self._guarded(item, lease_owner=None, lease_until=None, attempts=max(item.attempts - 1, 0))
 
     def tokens_for_link(self, link_id: int) -> TokenSet | None:
-        """The decrypted tokens of the link, while it is active."""
-        row = self.store._read(
-            sa.select(TokenRow).join(LinkRow, LinkRow.id == TokenRow.link_id).where(LinkRow.id == link_id, _IS_ACTIVE)
-        )
-        return self.store._decrypt(row) if row is not None else None
+        """The decrypted tokens of the item's link, while it is active."""
+        return self.links.tokens_of_link(link_id)
 
     def revoke_link(self, item: Item, reason: str) -> bool:
         """ORCID rejected the link's token (401 invalid_token): the link becomes ``revoked``
-        (tokens dropped, audit ``revoke``), as ``Store.mark_revoked`` does, but by link id
-        (the outbox holds the stored, possibly hashed, user key and the exact link). Its
-        waiting items are parked."""
-        store = self.store
-        with store._session(write=True) as session:
-            store._lock(session, item.user_key)
-            link = session.get(LinkRow, item.link_id)
-            if link is None or link.status != ACTIVE:
-                return False
-            now = self._now()
-            link.revoked_at = now
-            link.revoke_reason = reason
-            store._retire(session, link, REVOKED, now)
-            store._audit_row(
-                session, "revoke", user_key=link.user_key, orcid=link.orcid, session_id=None,
-                detail={"reason": reason, "environment": link.environment, "by": "affiliation-sync"},
-            )
+        (``Links.revoke_link``: tokens dropped, audit ``revoke``) and, in the same
+        transaction, its waiting items are parked. False when the link was no longer active."""
+
+        def park_waiting(session: Session, link: LinkRow) -> None:
             session.execute(
                 sa.update(AffiliationRow)
                 .where(AffiliationRow.link_id == link.id, AffiliationRow.status.in_((QUEUED, RETRY)),
                        sa.or_(AffiliationRow.lease_owner.is_(None), AffiliationRow.lease_owner == item.lease_owner))
-                .values(status=PARKED, last_error=reason[:_MAX_ERROR], lease_owner=None, lease_until=None, updated_at=now)
+                .values(status=PARKED, last_error=reason[:_MAX_ERROR], lease_owner=None, lease_until=None,
+                        updated_at=link.revoked_at)
             )
-            return True
+
+        revoked = self.links.revoke_link(item.link_id, item.user_key, reason, by="affiliation-sync", extra=park_waiting)
+        return revoked is not None
 
     # --- administration -----------------------------------------------------------------
     def items(self, user_key: str | None = None, *, status: str | None = None, limit: int = 1000) -> list[Item]:
         stmt = sa.select(AffiliationRow).order_by(AffiliationRow.id).limit(limit)
         if user_key is not None:
-            stmt = stmt.where(AffiliationRow.user_key == self.store.stored_user_key(user_key))
+            stmt = stmt.where(AffiliationRow.user_key == self.db.stored_user_key(user_key))
         if status is not None:
             if status not in ITEM_STATUSES:
                 raise ValueError(f"status must be one of {ITEM_STATUSES}")
             stmt = stmt.where(AffiliationRow.status == status)
-        return [_item(row) for row in self.store._read_all(stmt)]
+        return [_item(row) for row in self.db.scalars(stmt)]
 
     def summary(self, now: datetime | None = None, *, parked_limit: int = 50) -> dict[str, Any]:
         """Counts per status, the age of the oldest waiting item, and parked items with reasons."""
-        now = now or self._now()
-        with self.store._session() as session:
+        now = now or self.db.now()
+        with self.db.read_transaction() as session:
             counts = dict(session.execute(
                 sa.select(AffiliationRow.status, sa.func.count()).group_by(AffiliationRow.status)
             ).all())
@@ -451,47 +395,27 @@ class Outbox:
     def resync(self, user_key: str | None = None) -> int:
         """Queue items again and forget what we believe ORCID holds, so the next run writes
         them (PUT, or POST when the item was deleted from the record)."""
-        now = self._now()
+        now = self.db.now()
         stmt = sa.update(AffiliationRow).values(
             status=QUEUED, synced_hash=None, attempts=0, next_attempt_at=now, last_error=None, updated_at=now,
         )
         if user_key is not None:
-            stmt = stmt.where(AffiliationRow.user_key == self.store.stored_user_key(user_key))
-        with self.store._session(write=True) as session:
+            stmt = stmt.where(AffiliationRow.user_key == self.db.stored_user_key(user_key))
+        with self.db.transaction() as session:
             return session.execute(stmt).rowcount or 0
 
-
-# --- hooks for the proxy ------------------------------------------------------------------
-def _settings_of(service: Any) -> AffiliationSettings | None:
-    return getattr(getattr(service, "config", None), "affiliations", None)
-
-
-def affiliation_link_extra(
-    service: Any, attributes: Mapping[str, Any]
-) -> Callable[[Session, LinkRow], None] | None:
-    """``extra=`` for ``Store.link``: queue this login's affiliations in the link's own
-    transaction. None when affiliations are not configured."""
-    settings = _settings_of(service)
-    if settings is None:
-        return None
-    return Outbox(service.store).link_extra(settings, attributes)
+    # --- hooks for the proxy ----------------------------------------------------------
+    def on_login(self, settings: AffiliationSettings | None, user_key: str, attributes: Mapping[str, Any]) -> int:
+        """Call on every login that releases a linked iD. Costs one indexed read; writes outbox
+        rows only when what should be on the record changed. Never raises for database trouble
+        (the login goes on; the next login tries again). Returns the number of rows queued."""
+        if settings is None or not user_key:
+            return 0
+        try:
+            return self.refresh(settings, user_key, attributes)
+        except OrcidPluginError as exc:
+            log.warning("affiliation outbox not updated for this login: %s", exc.code)
+            return 0
 
 
-def service_hook(service: Any, user_key: str, attributes: Mapping[str, Any]) -> int:
-    """Call on every login that releases a linked iD. Costs one indexed read; writes outbox
-    rows only when what should be on the record changed. Never raises for database trouble
-    (the login goes on; the next login tries again). Returns the number of rows queued."""
-    settings = _settings_of(service)
-    if settings is None or not user_key:
-        return 0
-    try:
-        return Outbox(service.store).refresh(settings, user_key, attributes)
-    except OrcidPluginError as exc:
-        log.warning("affiliation outbox not updated for this login: %s", exc.code)
-        return 0
-
-
-__all__ = [
-    "AffiliationRow", "Item", "Outbox", "affiliation_link_extra", "service_hook",
-    "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES", "KINDS",
-]
+__all__ = ["ACTIVITIES_UPDATE", "Item", "Outbox", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES", "KINDS"]
