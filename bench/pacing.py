@@ -4,7 +4,7 @@ The ORCID emulator (in a thread of this process) enforces ORCID's limit: a token
 requests/s with bursts of 40, answering 503 beyond it. N researchers are linked on a private
 PostgreSQL schema with real tokens from the emulator's token endpoint and the
 ``/activities/update`` scope, each queuing one employment item (``store.outbox.link_extra``, what
-the proxy does on a hop). Then two worker *processes* run ``python -m satosa_orcid_plugin.sync
+the proxy does on a hop). Then two worker *processes* run ``python -m satosa_orcid_plugin.cli sync run
 --once`` with the default sync settings (22 req/s, burst 36, shared through the database
 bucket) until the queue is empty.
 
@@ -40,10 +40,10 @@ def sync_available() -> str | None:
     import importlib
 
     try:
-        for module in ("satosa_orcid_plugin.sync", "satosa_orcid_plugin.store.outbox", "satosa_orcid_plugin.affiliations"):
+        for module in ("satosa_orcid_plugin.services.sync", "satosa_orcid_plugin.store.outbox", "satosa_orcid_plugin.affiliations"):
             importlib.import_module(module)
     except Exception as exc:  # missing, or broken while someone works on it
-        return f"satosa_orcid_plugin.sync is not usable: {type(exc).__name__}: {exc}"
+        return f"satosa_orcid_plugin.services.sync is not usable: {type(exc).__name__}: {exc}"
     return None
 
 
@@ -58,12 +58,12 @@ def run(tmp_path: Path, postgres_url: str, *, quick: bool) -> list[Row]:
         return skipped(why)
     import yaml
 
-    from satosa_orcid_plugin.affiliations import parse_affiliations
+    from satosa_orcid_plugin.config import parse_affiliations
     from satosa_orcid_plugin.config import OrcidSettings, Timeouts
     from satosa_orcid_plugin.devstack.emulator import ClientRegistration, DemoAccount, Emulator, serve_in_thread
     from satosa_orcid_plugin.orcid_client import OrcidClient
     from satosa_orcid_plugin.store import DONE, Store
-    from satosa_orcid_plugin.sync import worker_session
+    from satosa_orcid_plugin.orcid_client import http_session
     from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
 
     items = 150 if quick else 450
@@ -89,7 +89,7 @@ def run(tmp_path: Path, postgres_url: str, *, quick: bool) -> list[Row]:
                 client = OrcidClient(OrcidSettings(environment="emulator", base_url=server.url,
                                                    api_base_url=server.url, client_id=CLIENT_ID,
                                                    client_secret=SECRET, scopes=tuple(SCOPES.split()),
-                                                   timeouts=Timeouts(2.0, 10.0)), session=worker_session())
+                                                   timeouts=Timeouts(2.0, 10.0)), session=http_session(transport_retries=False))
                 outbox = store.outbox
                 for i, account in enumerate(accounts):
                     code = emulator.issue_code_for(CLIENT_ID, account.orcid, SCOPES, REDIRECT)
@@ -119,7 +119,7 @@ def run(tmp_path: Path, postgres_url: str, *, quick: bool) -> list[Row]:
                 budget = 60 if quick else 120
                 t0 = time.monotonic()
                 workers = [subprocess.Popen(
-                    [sys.executable, "-m", "satosa_orcid_plugin.sync", "--config", str(config), "--once",
+                    [sys.executable, "-m", "satosa_orcid_plugin.cli", "--config", str(config), "sync", "run", "--once",
                      "--batch-size", "4", "--owner", f"bench-w{n}"],
                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     for n in range(2)]

@@ -19,48 +19,46 @@ ENV_TOKEN_KEYS = "SATOSA_ORCID_TOKEN_KEYS"
 
 
 class Ctx:
+    """What every command gets: the plugin configuration and the services built from it
+    (by :mod:`satosa_orcid_plugin.wiring`, like the proxy and the worker build theirs)."""
+
     def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._service = None
-        self._store = None
+        self.config_path = config_path or os.environ.get("SATOSA_ORCID_CONFIG") or None
+        self._admin = None
 
     def plugin_config(self):
         from .ops.discovery import load_plugin_config
 
-        path = self.config_path or os.environ.get("SATOSA_ORCID_CONFIG")
-        if not path:
+        if not self.config_path:
             raise click.UsageError("give --config PATH (a proxy_conf.yaml or the micro-service YAML)")
-        return load_plugin_config(path)
+        return load_plugin_config(self.config_path)
 
-    def store(self):
-        """The store from --config, or from SATOSA_ORCID_DATABASE_URL + SATOSA_ORCID_TOKEN_KEYS."""
-        if self._store is None:
-            from .store import Store
-            from .tokens import TokenCipher
+    def admin(self):
+        """The admin service from --config, or (store-only commands) from
+        SATOSA_ORCID_DATABASE_URL + SATOSA_ORCID_TOKEN_KEYS."""
+        if self._admin is None:
+            from .wiring import admin_service
 
-            if self.config_path or os.environ.get("SATOSA_ORCID_CONFIG"):
-                settings = self.plugin_config().store
-                url, keys, secret = settings.database_url, settings.token_keys, settings.user_key_secret
+            if self.config_path:
+                self._admin = admin_service(self.plugin_config())
             else:
-                url = os.environ.get(ENV_DATABASE_URL)
-                keys = tuple(k for k in os.environ.get(ENV_TOKEN_KEYS, "").replace(",", " ").split() if k)
-                secret = os.environ.get("SATOSA_ORCID_USER_KEY_SECRET")
-                if not url:
-                    raise click.UsageError(f"give --config PATH or set {ENV_DATABASE_URL}")
-                if not keys:
-                    raise click.UsageError(f"set {ENV_TOKEN_KEYS} (Fernet keys, newest first)")
-            self._store = Store.from_url(url, TokenCipher.from_keys(keys), user_key_secret=secret.encode() if secret else None,
-                                         instance="cli")
-        return self._store
+                self._admin = admin_service(None, store_settings=_store_settings_from_env())
+        return self._admin
 
-    def service(self):
-        if self._service is None:
-            from .orcid_client import OrcidClient
-            from .service import OrcidLinkService
+    def has_database(self) -> bool:
+        return bool(self.config_path or os.environ.get(ENV_DATABASE_URL))
 
-            config = self.plugin_config()
-            self._service = OrcidLinkService(config, OrcidClient(config.orcid), self.store())
-        return self._service
+
+def _store_settings_from_env():
+    from .config import StoreSettings
+
+    url = os.environ.get(ENV_DATABASE_URL)
+    keys = tuple(k for k in os.environ.get(ENV_TOKEN_KEYS, "").replace(",", " ").split() if k)
+    if not url:
+        raise click.UsageError(f"give --config PATH or set {ENV_DATABASE_URL}")
+    if not keys:
+        raise click.UsageError(f"set {ENV_TOKEN_KEYS} (Fernet keys, newest first)")
+    return StoreSettings(url, keys, os.environ.get("SATOSA_ORCID_USER_KEY_SECRET") or None)
 
 
 def _link_dict(link: Any) -> dict[str, Any]:
@@ -102,7 +100,7 @@ def links() -> None:
 @click.pass_obj
 def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
     """List links, newest first."""
-    rows = [_link_dict(l) for l in obj.store().links.recent(status=status, limit=limit)]
+    rows = [_link_dict(l) for l in obj.admin().links(status=status, limit=limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -116,11 +114,11 @@ def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def links_show(obj: Ctx, user: str, as_json: bool) -> None:
     """Show USER's link and its audit trail (never a token)."""
-    link = obj.store().links.get(user)
+    link = obj.admin().link(user)
     if link is None:
         _fail(f"no link for user {user!r}")
     data = _link_dict(link)
-    data["audit"] = obj.store().db.audit_events(user_key=user, limit=20)
+    data["audit"] = obj.admin().audit_trail(user, limit=20)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -140,7 +138,7 @@ def links_unlink(obj: Ctx, user: str, reason: str) -> None:
     from .errors import NotFound
 
     try:
-        link = obj.service().unlink(user, reason=reason)
+        link = obj.admin().unlink(user, reason=reason)
     except NotFound:
         _fail(f"no active link for user {user!r}")
     click.echo(f"unlinked {user} ({link.orcid.uri})")
@@ -155,14 +153,14 @@ def links_check(obj: Ctx, user: str | None, check_all: bool, as_json: bool) -> N
     """Ask ORCID whether USER's access still works; marks links the researcher revoked."""
     if bool(user) == check_all:
         raise click.UsageError("give USER or --all")
-    service = obj.service()
+    admin = obj.admin()
     if user:
         users = [user]
     else:
-        if service.store.db.hashes_user_keys:
+        if admin.hashes_user_keys:
             _fail("--all cannot be used with hashed user keys; give USER")
-        users = [l.user_key for l in service.store.links.recent(status="active", limit=100000)]
-    results = {u: service.check_link(u) for u in users}
+        users = admin.active_user_keys()
+    results = {u: admin.check_link(u) for u in users}
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -178,14 +176,7 @@ def links_check(obj: Ctx, user: str | None, check_all: bool, as_json: bool) -> N
 @click.pass_obj
 def links_export(obj: Ctx, fmt: str, status: str | None) -> None:
     """Export every link (no tokens) as CSV or JSON on stdout."""
-    rows: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = obj.store().links.recent(status=status, limit=1000, offset=offset)
-        rows.extend(_link_dict(l) for l in page)
-        if len(page) < 1000:
-            break
-        offset += 1000
+    rows = [_link_dict(link) for link in obj.admin().all_links(status=status)]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -205,7 +196,7 @@ def decisions() -> None:
 @click.pass_obj
 def decisions_show(obj: Ctx, user: str) -> None:
     """Print USER's standing decision (not_now, never or none)."""
-    click.echo(obj.store().decisions.get(user, datetime.now(timezone.utc)) or "none")
+    click.echo(obj.admin().decision(user) or "none")
 
 
 @decisions.command("clear")
@@ -213,7 +204,7 @@ def decisions_show(obj: Ctx, user: str) -> None:
 @click.pass_obj
 def decisions_clear(obj: Ctx, user: str) -> None:
     """Forget USER's decision: the next login asks again."""
-    obj.store().decisions.clear(user)
+    obj.admin().clear_decision(user)
     click.echo(f"cleared the decision of {user}")
 
 
@@ -222,7 +213,7 @@ def decisions_clear(obj: Ctx, user: str) -> None:
 @click.pass_obj
 def stats(obj: Ctx, as_json: bool) -> None:
     """Counts: linked, revoked, declined, links in the last day."""
-    data = obj.store().links.stats(datetime.now(timezone.utc))
+    data = obj.admin().stats()
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -240,7 +231,7 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(obj: Ctx) -> None:
     """Apply schema migrations (run before starting new proxy versions on PostgreSQL)."""
-    obj.store().db.upgrade()
+    obj.admin().upgrade()
     click.echo("database schema is up to date")
 
 
@@ -261,7 +252,7 @@ def keys_generate() -> None:
 @click.pass_obj
 def keys_rotate(obj: Ctx) -> None:
     """Re-encrypt every stored token under the newest key."""
-    n = obj.store().vault.rotate_keys()
+    n = obj.admin().rotate_keys()
     click.echo(f"re-encrypted {n} token rows under the newest key")
 
 

@@ -49,12 +49,9 @@ def metrics_serve(obj: Any, port: int, host: str, token_file: str | None, no_dat
     if not os.environ.get(metrics.MULTIPROC_ENV):
         click.echo(f"warning: {metrics.MULTIPROC_ENV} is not set: only this process's metrics are served "
                    "(set it for the proxy's gunicorn workers and here)", err=True)
-    store = None
-    if not no_database and (obj.config_path or os.environ.get("SATOSA_ORCID_CONFIG")
-                            or os.environ.get("SATOSA_ORCID_DATABASE_URL")):
-        store = obj.store()
+    admin = obj.admin() if not no_database and obj.has_database() else None
     try:
-        server = metrics.serve(port, host, token=token, store=store)
+        server = metrics.serve(port, host, token=token, admin=admin)
     except OSError as exc:
         click.echo(f"satosa-orcid: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(1)

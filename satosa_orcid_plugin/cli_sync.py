@@ -7,45 +7,23 @@ its administration. Registered on the main group by ``cli.py`` with ``register(m
     satosa-orcid --config proxy_conf.yaml affiliations show USER [--json]
     satosa-orcid --config proxy_conf.yaml affiliations resync USER | --all
 
-Each command is a thin shell over ``sync.SyncWorker`` and ``store.outbox``; the ``Ctx`` of
-``cli.py`` provides ``plugin_config()``, ``store()`` and ``service()``.
+``sync run`` is the one worker command (it is also what ``python -m satosa_orcid_plugin.cli``
+runs); it builds its :class:`~satosa_orcid_plugin.services.SyncWorker` through
+:mod:`satosa_orcid_plugin.wiring`. The other commands are thin shells over the admin service
+(``Ctx.admin()`` of ``cli.py``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
 import click
 
 from .cli_base import Group
-
-from .errors import ConfigError, OrcidError
 from .ops.signals import stop_event_on_signals
-
-
-
-
-def _settings(obj: Any) -> Any:
-    """The ``affiliations:`` settings: from the parsed plugin config when it carries them,
-    else straight from the YAML."""
-    import os
-
-    from .config import parse_affiliations
-    from .ops.discovery import find_plugin_entries
-
-    settings = getattr(obj.plugin_config(), "affiliations", None)
-    if settings is None:
-        path = obj.config_path or os.environ.get("SATOSA_ORCID_CONFIG")
-        settings = parse_affiliations(find_plugin_entries(path)[0].raw.get("affiliations"))
-    if settings is None:
-        raise ConfigError("affiliations", "is not configured (or enabled: false)")
-    return settings
-
-
-def _outbox(obj: Any) -> Any:
-    return obj.store().outbox
 
 
 def _jsonable(value: Any) -> Any:
@@ -78,27 +56,23 @@ def sync_group() -> None:
 @click.option("--once", is_flag=True, help="Process what is due, print a JSON report, exit.")
 @click.option("--lease", type=float, default=None, help="Seconds an item stays leased to this worker.")
 @click.option("--batch-size", type=int, default=None)
+@click.option("--owner", default=None, help="Worker name in leases and logs (default host:pid).")
 @click.pass_obj
-def sync_run(obj: Any, once: bool, lease: float | None, batch_size: int | None) -> None:
+def sync_run(obj: Any, once: bool, lease: float | None, batch_size: int | None, owner: str | None) -> None:
     """Run the outbox worker (any number may run against one PostgreSQL database)."""
-    from .sync import SyncWorker
+    from .metrics import record_sync_report
+    from .wiring import sync_worker
 
-    settings = _settings(obj)
-    overrides = {k: v for k, v in (("lease_seconds", lease), ("batch_size", batch_size)) if v is not None}
-    if overrides:
-        settings = dataclasses.replace(settings, sync=dataclasses.replace(settings.sync, **overrides))
-    worker = SyncWorker.from_service(obj.service(), settings)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = sync_worker(obj.plugin_config(), owner=owner, lease_seconds=lease, batch_size=batch_size)
     if once:
-        from .metrics import record_sync_report
-
         report = worker.run_once()
         record_sync_report(report)
         click.echo(json.dumps(report.as_dict()))
         return
     stop = stop_event_on_signals()
     click.echo(f"affiliation sync worker {worker.owner} running (Ctrl-C to stop)", err=True)
-    from .metrics import record_sync_report
-
     worker.run_forever(stop, on_report=record_sync_report)
 
 
@@ -107,7 +81,7 @@ def sync_run(obj: Any, once: bool, lease: float | None, batch_size: int | None) 
 @click.pass_obj
 def sync_status(obj: Any, as_json: bool) -> None:
     """Queued, retrying, done and parked items (with reasons), and the oldest waiting age."""
-    data = _outbox(obj).summary()
+    data = obj.admin().sync_status()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -131,15 +105,12 @@ def affiliations_group() -> None:
 @click.pass_obj
 def affiliations_show(obj: Any, user: str, as_json: bool) -> None:
     """USER's items as we think they are on the record, next to what ORCID has."""
-    outbox = _outbox(obj)
-    ours = [_item_dict(i) for i in outbox.items(user)]
-    link = obj.store().links.get_active(user)
-    remote: dict[str, Any] = {}
-    remote_error = None
-    if link is None:
-        remote_error = "no active link"
-    else:
-        remote, remote_error = _remote_items(obj, outbox, link)
+    admin = obj.admin()
+    ours = [_item_dict(i) for i in admin.affiliation_items(user)]
+    link, summaries, remote_error = admin.affiliations_at_orcid(user)
+    client_id = admin.client.settings.client_id if link is not None else None
+    remote = {kind: [dict(_jsonable(s), ours=s.source_client_id == client_id) for s in items]
+              for kind, items in summaries.items()}
     data = {"user": user, "orcid": str(link.orcid) if link else None, "ours": ours,
             "orcid_has": remote, "orcid_error": remote_error}
     if as_json:
@@ -161,28 +132,6 @@ def affiliations_show(obj: Any, user: str, as_json: bool) -> None:
                        f"role={s['role'] or '-'} {s['start'] or '?'}..{s['end'] or ''}")
 
 
-def _remote_items(obj: Any, outbox: Any, link: Any) -> tuple[dict[str, Any], str | None]:
-    from .affiliations import KINDS
-    from .orcid_client import OrcidClient
-    from .sync import worker_session
-
-    tokens = outbox.tokens_for_link(link.id)
-    if tokens is None:
-        return {}, "no tokens for the link"
-    config = obj.plugin_config()
-    client = OrcidClient(config.orcid, session=worker_session())
-    out: dict[str, Any] = {}
-    try:
-        for kind in KINDS:
-            out[kind] = [
-                dict(_jsonable(s), ours=s.source_client_id == config.orcid.client_id)
-                for s in client.list_affiliations(link.orcid, kind, tokens.access_token)
-            ]
-    except OrcidError as exc:
-        return out, f"{exc.code}: {exc.message}"
-    return out, None
-
-
 @affiliations_group.command("resync")
 @click.argument("user", required=False)
 @click.option("--all", "all_users", is_flag=True, help="Every item of every user.")
@@ -191,7 +140,7 @@ def affiliations_resync(obj: Any, user: str | None, all_users: bool) -> None:
     """Queue USER's items (or --all) to be written again, parked ones included."""
     if bool(user) == all_users:
         raise click.UsageError("give either USER or --all")
-    count = _outbox(obj).resync(None if all_users else user)
+    count = obj.admin().resync(None if all_users else user)
     click.echo(f"queued {count} item(s); `satosa-orcid sync run --once` writes them")
 
 

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import threading
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, REGISTRY, generate_latest
@@ -113,26 +112,26 @@ def record_sync_report(report: Any) -> None:
 
 # --- the database at scrape time ------------------------------------------------------------
 class DatabaseCollector:
-    """Gauges read from the link store when Prometheus scrapes: link counts, outbox depth and
-    the age of the oldest waiting item, and whether the database answers at all."""
+    """Gauges read from the database when Prometheus scrapes: link counts, outbox depth and
+    the age of the oldest waiting item, and whether the database answers at all. ``admin`` is
+    the :class:`~satosa_orcid_plugin.services.AdminService` (``health``, ``stats``,
+    ``sync_status``)."""
 
-    def __init__(self, store: Any, *, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        self.store = store
-        self.clock = clock
+    def __init__(self, admin: Any) -> None:
+        self.admin = admin
 
     def describe(self) -> Iterable[Any]:
         return []  # collected lazily: never touch the database at registration
 
     def collect(self) -> Iterable[Any]:
         up = GaugeMetricFamily("satosa_orcid_database_up", "1 when the link store answers")
-        ok = bool(self.store.db.health())
+        ok = bool(self.admin.health())
         up.add_metric([], 1.0 if ok else 0.0)
         yield up
         if not ok:
             return
-        now = self.clock()
         try:
-            stats = self.store.links.stats(now)
+            stats = self.admin.stats()
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail
             log.warning("metrics: link counts unavailable: %s", type(exc).__name__)
         else:
@@ -141,7 +140,7 @@ class DatabaseCollector:
                 links.add_metric([status], float(stats.get(key, 0)))
             yield links
         try:
-            summary = self.store.outbox.summary(now, parked_limit=0)
+            summary = self.admin.sync_status(parked_limit=0)
         except Exception as exc:  # noqa: BLE001
             log.warning("metrics: outbox summary unavailable: %s", type(exc).__name__)
             return
@@ -162,9 +161,9 @@ class _ThisProcess:
         return REGISTRY.collect()
 
 
-def registry_for_export(store: Any = None) -> CollectorRegistry:
+def registry_for_export(admin: Any = None) -> CollectorRegistry:
     """The registry the exporter serves: every gunicorn worker's samples (multi-process mode)
-    or this process's, plus the database gauges when a store is given."""
+    or this process's, plus the database gauges when the admin service is given."""
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
@@ -173,8 +172,8 @@ def registry_for_export(store: Any = None) -> CollectorRegistry:
     else:
         registry = CollectorRegistry()
         registry.register(_ThisProcess())
-    if store is not None:
-        registry.register(DatabaseCollector(store))
+    if admin is not None:
+        registry.register(DatabaseCollector(admin))
     return registry
 
 
@@ -229,9 +228,9 @@ class MetricsServer:
         self.server.server_close()
 
 
-def serve(port: int, host: str = "127.0.0.1", *, token: str | None = None, store: Any = None) -> MetricsServer:
+def serve(port: int, host: str = "127.0.0.1", *, token: str | None = None, admin: Any = None) -> MetricsServer:
     """Start the exporter; returns the running server."""
-    return MetricsServer(host, port, metrics_app(registry_for_export(store), token)).start()
+    return MetricsServer(host, port, metrics_app(registry_for_export(admin), token)).start()
 
 
 def reset_multiproc_dir(path: str) -> None:

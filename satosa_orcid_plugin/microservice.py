@@ -34,7 +34,7 @@ from .ops.cookie_size import warn_at_startup
 from .ops.health import health_endpoint
 from .orcid_id import OrcidId
 from .policy import Action
-from .service import OrcidLinkService
+from .wiring import login_service
 
 log = logging.getLogger(__name__)
 HINT_STATE_KEY = "ORCID_HINT"  # written by OrcidRequestHint, read by OrcidConnect
@@ -74,7 +74,7 @@ class OrcidConnect(ResponseMicroService):
         if attrs and self.config.orcid_attribute not in attrs:
             raise ConfigError("orcid_attribute",
                               f"internal attribute {self.config.orcid_attribute!r} is not defined in internal_attributes")
-        self.service = OrcidLinkService.from_config(self.config, instance=self.name)
+        self.service = login_service(self.config, instance=self.name)
         base = (self.config.redirect_base or self.base_url).rstrip("/")
         self.redirect_uri = f"{base}/{self.name}/callback"
         self.connect_uri = f"{base}/{self.name}/connect"

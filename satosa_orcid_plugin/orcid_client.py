@@ -47,6 +47,25 @@ RequestObserver = Callable[[str, str, "int | None", float], None]
 MEMBER_MEDIA_TYPE = "application/vnd.orcid+json"
 
 
+def http_session(*, transport_retries: bool, user_agent: str = "satosa-orcid-plugin") -> requests.Session:
+    """The one way a ``requests`` session for ORCID is set up.
+
+    ``transport_retries``: urllib3 retries idempotent GETs on connection errors and 502/503/504
+    (the login path). The affiliation worker passes False: it owns its retries (backoff, the
+    shared rate limit), and a POST is never retried below it.
+    """
+    session = requests.Session()
+    retry: Retry | int = 0
+    if transport_retries:
+        retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.2,
+                      allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504), raise_on_status=False)
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=20 if transport_retries else 4)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = user_agent
+    return session
+
+
 class OrcidClient:
     """ORCID OAuth 2.0 / OpenID Connect client for one registered integration."""
 
@@ -61,7 +80,7 @@ class OrcidClient:
         self.settings = settings
         self.clock = clock
         self.observer = observer
-        self.session = session or self._make_session()
+        self.session = session or http_session(transport_retries=True)
         base = settings.base_url
         self.authorize_endpoint = f"{base}/oauth/authorize"
         self.token_endpoint = f"{base}/oauth/token"
@@ -74,18 +93,6 @@ class OrcidClient:
 
     def __repr__(self) -> str:
         return f"OrcidClient({self.settings!r})"
-
-    @staticmethod
-    def _make_session() -> requests.Session:
-        session = requests.Session()
-        retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.2,
-                      allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
-                      raise_on_status=False)
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=20)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers["User-Agent"] = "satosa-orcid-plugin"
-        return session
 
     # --- the choke point ----------------------------------------------------------
     def _request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> requests.Response:

@@ -3,7 +3,7 @@ pending links, single-use markers and the shared rate-limit bucket, over one dat
 
 ::
 
-    store = Store.from_url("sqlite:///var/orcid.sqlite", TokenCipher.from_env())
+    store = Store.from_url("sqlite:///var/orcid.sqlite", TokenCipher.from_keys(keys))
     store.db.upgrade()                                # alembic migrations, safe at start-up
     store.links.link("alice@example.org", OrcidId.parse("0000-0002-1825-0097"), tokens)
     store.links.get_active("alice@example.org")       # the fast path of every login

@@ -227,12 +227,12 @@ def test_connect_for_an_id_another_user_holds_is_refused(
 
 
 def test_an_unexpected_failure_is_a_page_with_a_reference_not_a_traceback(satosa_app, connect_link, monkeypatch):
-    from satosa_orcid_plugin.service import OrcidLinkService
+    from satosa_orcid_plugin.services import LoginService
 
     def broken(self, code, redirect_uri):
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(OrcidLinkService, "connect_exchange", broken)
+    monkeypatch.setattr(LoginService, "connect_exchange", broken)
     response = satosa_app.get(path_and_query(connect_link()))
     assert response.status_code == 500
     text = response.get_data(as_text=True)

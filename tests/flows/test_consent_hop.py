@@ -253,8 +253,7 @@ def test_member_integration_writes_employment_after_the_hop_through_the_worker(
 ):
     from satosa_orcid_plugin.ops.discovery import load_plugin_config  # noqa: F401 (documents the entry point)
     from satosa_orcid_plugin.config import parse_config
-    from satosa_orcid_plugin.service import OrcidLinkService
-    from satosa_orcid_plugin.sync import SyncWorker
+    from satosa_orcid_plugin.wiring import sync_worker
 
     config = copy.deepcopy(satosa_config)
     raw = plugin_config(config)
@@ -274,8 +273,8 @@ def test_member_integration_writes_employment_after_the_hop_through_the_worker(
     assert orcid_emulator.member_api.items_of("0000-0002-1825-0097") == []
 
     settings = parse_config(raw)
-    service = OrcidLinkService.from_config(settings)
-    report = SyncWorker.from_service(service, settings.affiliations).run_once()
+    worker = sync_worker(settings)
+    report = worker.run_once()
     items = orcid_emulator.member_api.items_of("0000-0002-1825-0097", "employment")
     assert len(items) == 1, report
     body = items[0].body
@@ -283,9 +282,9 @@ def test_member_integration_writes_employment_after_the_hop_through_the_worker(
         "https://ror.org/05qwgg493"
     assert body["department-name"] == "Department of Physics" and body["role-title"] == "Research Fellow"
     # a second worker run writes nothing more
-    SyncWorker.from_service(service, settings.affiliations).run_once()
+    sync_worker(settings).run_once()
     assert len(orcid_emulator.member_api.items_of("0000-0002-1825-0097", "employment")) == 1
-    service.store.db.dispose()
+    worker.outbox.db.dispose()
 
 
 def test_no_token_code_or_secret_in_the_database_file_or_our_logs(

@@ -1,7 +1,7 @@
 """The affiliation worker against the ORCID emulator over loopback, on SQLite and PostgreSQL.
 
 Real HTTP (``serve_in_thread``), real tokens from the emulator's token endpoint, the real
-store with its migrations. Worker processes are ``python -m satosa_orcid_plugin.sync``.
+store with its migrations. Worker processes are ``python -m satosa_orcid_plugin.cli sync run``.
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from satosa_orcid_plugin.devstack.emulator import ClientRegistration, DemoAccoun
 from satosa_orcid_plugin.errors import DuplicateItem, OrcidApiError, OrcidValidationError, TokenRevoked
 from satosa_orcid_plugin.orcid_client import OrcidClient
 from satosa_orcid_plugin.orcid_id import check_digit
-from satosa_orcid_plugin.service import OrcidLinkService
+from satosa_orcid_plugin.services import LoginService
 from satosa_orcid_plugin.store import DONE, PARKED, QUEUED, RETRY, Outbox, Store
 from satosa_orcid_plugin.store.schema import AffiliationRow
-from satosa_orcid_plugin.sync import SyncWorker, worker_session
+from satosa_orcid_plugin.orcid_client import http_session
+from satosa_orcid_plugin.services import SyncWorker
 from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
 
 CLIENT_ID, SECRET = "APP-SYNCTEST", "sync-secret"
@@ -123,7 +124,7 @@ def env(emulator, database_url) -> Env:
     key = TokenCipher.generate_key()
     store = Store.from_url(database_url, TokenCipher.from_keys([key]))
     store.db.upgrade()
-    client = OrcidClient(orcid_settings(emulator.issuer), session=worker_session())
+    client = OrcidClient(orcid_settings(emulator.issuer), session=http_session(transport_retries=False))
     settings = affiliation_settings()
     outbox = store.outbox
     worker = SyncWorker(client, outbox, settings.sync, limiter=store.rate_limiter(rate=22, burst=36))
@@ -267,7 +268,7 @@ def test_the_fast_path_is_one_statement_when_nothing_changed(env):
 
 
 def test_hooks_for_the_proxy(env):
-    service = OrcidLinkService(SimpleNamespace(affiliations=env.settings), env.client, env.store)  # type: ignore[arg-type]
+    service = LoginService(SimpleNamespace(affiliations=env.settings), env.client, env.store)  # type: ignore[arg-type]
     extra = env.outbox.link_extra(env.settings, FACULTY)
     code = env.emulator.issue_code_for(CLIENT_ID, JOSIAH, SCOPES, REDIRECT)
     grant = env.client.exchange_code(code, REDIRECT)
@@ -278,7 +279,7 @@ def test_hooks_for_the_proxy(env):
     assert service.on_release("alice@example.org", {"edupersonaffiliation": ["student"]}) == 2
     assert service.on_release("nobody@example.org", FACULTY) == 0
 
-    unconfigured = OrcidLinkService(SimpleNamespace(), env.client, env.store)  # type: ignore[arg-type]
+    unconfigured = LoginService(SimpleNamespace(), env.client, env.store)  # type: ignore[arg-type]
     assert env.outbox.link_extra(None, FACULTY) is None
     assert unconfigured.on_release("alice@example.org", {}) == 0
 
@@ -353,7 +354,7 @@ def test_server_errors_are_retried_with_backoff(env, status):
 
 
 def test_a_timed_out_post_that_orcid_did_store_is_not_posted_twice(env):
-    client = OrcidClient(orcid_settings(env.emulator.issuer, read_timeout=0.3), session=worker_session())
+    client = OrcidClient(orcid_settings(env.emulator.issuer, read_timeout=0.3), session=http_session(transport_retries=False))
     # a backoff long enough that the retry is never due again inside the same run, however slow the machine
     slow_retry = affiliation_settings(sync={"backoff_base": 30, "backoff_max": 60, "max_attempts": 3, "batch_size": 10})
     env = replace(env, worker=SyncWorker(client, env.outbox, slow_retry.sync))
@@ -470,7 +471,7 @@ def _write_config(tmp_path: Path, env: Env) -> Path:
 
 def _worker(config: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "satosa_orcid_plugin.sync", "--config", str(config), *args],
+        [sys.executable, "-m", "satosa_orcid_plugin.cli", "--config", str(config), "sync", "run", *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -514,7 +515,7 @@ def test_two_worker_processes_write_every_item_once_within_the_rate_limit(emulat
     key = TokenCipher.generate_key()
     store = Store.from_url(postgres_url, TokenCipher.from_keys([key]))
     store.db.upgrade()
-    client = OrcidClient(orcid_settings(emulator.issuer), session=worker_session())
+    client = OrcidClient(orcid_settings(emulator.issuer), session=http_session(transport_retries=False))
     settings = affiliation_settings()
     outbox = store.outbox
     env = Env(emulator, store, outbox, client, settings, None, key, postgres_url)  # type: ignore[arg-type]

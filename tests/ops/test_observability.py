@@ -219,17 +219,18 @@ def test_database_collector_reads_links_outbox_and_liveness(store):
     from satosa_orcid_plugin.orcid_id import OrcidId
 
     store.links.link("alice@example.org", OrcidId.parse(JOSIAH), tokens())
-    registry = metrics.registry_for_export(store)
+    from satosa_orcid_plugin.services import AdminService
+
+    registry = metrics.registry_for_export(AdminService(store))
     assert registry.get_sample_value("satosa_orcid_database_up") == 1.0
     assert registry.get_sample_value("satosa_orcid_links", {"status": "active"}) == 1.0
     assert registry.get_sample_value("satosa_orcid_outbox_items", {"status": "queued"}) == 0.0
     assert registry.get_sample_value("satosa_orcid_outbox_oldest_waiting_seconds") == 0.0
 
     class Down:
-        class db:
-            @staticmethod
-            def health():
-                return False
+        @staticmethod
+        def health():
+            return False
 
     down = metrics.registry_for_export(Down())
     assert down.get_sample_value("satosa_orcid_database_up") == 0.0

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from satosa_orcid_plugin.cli import main
 from satosa_orcid_plugin.ops.discovery import load_plugin_config
 from satosa_orcid_plugin.devstack.emulator import ClientRegistration, Emulator, serve_in_thread
-from satosa_orcid_plugin.service import OrcidLinkService
+from satosa_orcid_plugin.wiring import login_service
 
 REDIRECT = "https://proxy.example.org/orcid/callback"
 ALICE, BOB = "alice@uni.example", "bob@uni.example"
@@ -43,7 +43,7 @@ def setup(tmp_path, emulator, database_url, monkeypatch):
         "  user_key_attribute: edupersonprincipalname\n"
         f"  store: {{database_url: '{database_url}', token_keys: '{key}'}}\n"
     )
-    service = OrcidLinkService.from_config(load_plugin_config(conf))
+    service = login_service(load_plugin_config(conf))
     service.store.db.upgrade()
     for user, orcid in ((ALICE, JOSIAH), (BOB, SOFIA)):
         code = emulator.issue_code_for("APP-CLI", orcid, ["openid"], REDIRECT, nonce="n")

@@ -20,7 +20,7 @@ from satosa_orcid_plugin.errors import (
 )
 from satosa_orcid_plugin.orcid_id import OrcidId
 from satosa_orcid_plugin.orcid_records import Grant
-from satosa_orcid_plugin.service import OrcidLinkService
+from satosa_orcid_plugin.wiring import login_service
 from satosa_orcid_plugin.tokens import TokenCipher
 
 ERROR_CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, OrcidPluginError)]
@@ -79,7 +79,7 @@ def test_a_reused_connect_code_raises_callback_replayed_and_is_not_exchanged_aga
         "user_key_attribute": "eppn",
         "store": {"database_url": sqlite_url, "token_keys": [TokenCipher.generate_key()]},
     })
-    service = OrcidLinkService.from_config(config)
+    service = login_service(config)
     service.client = client = _Client()
     service.connect_exchange("code-1", "https://proxy.example.org/orcid/connect")
     with pytest.raises(CallbackReplayed, match="already used"):

@@ -1,6 +1,8 @@
-"""OrcidLinkService: the one object the micro-service, the CLI and the worker call.
+"""The login service: what the micro-service asks during a login and on its endpoints.
 
-It joins the ORCID client, the store and the policy; it knows nothing about SATOSA.
+It decides (fast path or hop), starts the hop, completes the callback, runs Institutional
+Connect (the state-less code, the verification, the pending link) and remembers "not now".
+It joins the ORCID client, the store and the policy, and knows nothing about SATOSA.
 """
 from __future__ import annotations
 
@@ -11,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from .config import PluginConfig
-from .errors import CallbackReplayed, ConnectMismatch, LinkConflict, MissingFlowState, NotFound, OrcidError
-from .orcid_client import Grant, OrcidClient
-from .orcid_id import OrcidId
-from .policy import Action, Decision, decide
-from .store import Link, Pending, Store, utcnow
-from .tokens import TokenCipher, TokenSet
+from ..config import PluginConfig
+from ..errors import CallbackReplayed, ConnectMismatch, LinkConflict, MissingFlowState, OrcidError
+from ..orcid_client import Grant, OrcidClient
+from ..orcid_id import OrcidId
+from ..policy import Action, Decision, decide
+from ..store import Link, Pending, Store, utcnow
+from ..tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,9 @@ class ConnectResult:
     link: Link | None  # None: verified, and pending until the next institutional login
 
 
-class OrcidLinkService:
+class LoginService:
+    """Built by :func:`satosa_orcid_plugin.wiring.login_service` for the proxy."""
+
     def __init__(
         self,
         config: PluginConfig,
@@ -58,21 +62,7 @@ class OrcidLinkService:
         self.pending = store.pending
 
     def __repr__(self) -> str:
-        return f"OrcidLinkService({self.config.orcid!r}, {self.store!r})"
-
-    @classmethod
-    def from_config(cls, config: PluginConfig, *, instance: str | None = None) -> "OrcidLinkService":
-        cipher = TokenCipher.from_keys(config.store.token_keys)
-        secret = config.store.user_key_secret.encode() if config.store.user_key_secret else None
-        store = Store.from_url(config.store.database_url, cipher, user_key_secret=secret, instance=instance)
-        auto = config.store.auto_upgrade
-        if auto is None:
-            auto = config.store.database_url.startswith("sqlite")
-        if auto:
-            store.db.upgrade()
-        from .metrics import observe_orcid_request  # ORCID call latency by endpoint and status
-
-        return cls(config, OrcidClient(config.orcid, observer=observe_orcid_request), store)
+        return f"LoginService({self.config.orcid!r}, {self.store!r})"
 
     @property
     def environment(self) -> str:
@@ -252,40 +242,5 @@ class OrcidLinkService:
             except OrcidError as exc:
                 log.warning("could not revoke a surplus ORCID token: %s", exc.code)
 
-    # --- administration -------------------------------------------------------------
-    def check_link(self, user_key: str) -> str:
-        """Ask ORCID whether the user's token still works; a 401 marks the link revoked.
 
-        Returns ``active``, ``revoked`` (just found out), ``no_link`` or ``unknown`` (ORCID
-        could not be asked; nothing changes).
-        """
-        from .errors import TokenRevoked
-
-        tokens = self.store.links.tokens(user_key)
-        if tokens is None:
-            return "no_link"
-        try:
-            self.client.userinfo(tokens.access_token)
-        except TokenRevoked:
-            self.store.links.revoke(user_key, "invalid_token")
-            return "revoked"
-        except OrcidError as exc:
-            log.warning("could not check a link at ORCID: %s", exc.code)
-            return "unknown"
-        return "active"
-
-
-    def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
-        """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
-        link, tokens = self.store.links.unlink(user_key, reason=reason)
-        if tokens is not None:
-            for token in filter(None, (tokens.access_token, tokens.refresh_token)):
-                try:
-                    self.client.revoke(token)
-                except OrcidError as exc:
-                    self.store.db.append_audit("revoke_failed", user_key=user_key, orcid=str(link.orcid), error=exc.code)
-                    log.warning("could not revoke a token at ORCID for an unlinked user: %s", exc.code)
-        return link
-
-
-__all__ = ["OrcidLinkService", "HopStart", "ConnectStart", "ConnectResult", "NotFound", "utcnow"]
+__all__ = ["LoginService", "HopStart", "ConnectStart", "ConnectResult"]

@@ -5,7 +5,7 @@
 on any number of hosts may run against one PostgreSQL database: they lease rows with ``FOR
 UPDATE SKIP LOCKED`` and share one rate-limit bucket in the database.
 
-Per item (orcid-facts §4):
+Per item (ORCID API v3.0 member API; ORCID-Source ``AffiliationsManagerImpl``):
 
 * no put-code: commit ``posted_at``, POST, store the put-code from ``Location``; a 409 names
   the put-code of the item we already created (matched by our ``self`` external id): adopt it
@@ -17,29 +17,22 @@ Per item (orcid-facts §4):
   ORCID's error code and message. 5xx, 503 (rate limit), timeouts: retried with exponential
   backoff and jitter, parked after ``max_attempts``.
 
-Run it without the CLI as ``python -m satosa_orcid_plugin.sync --config orcid.yaml [--once]``.
+Built by :func:`satosa_orcid_plugin.wiring.sync_worker`.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import random
 import socket
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from .config import AffiliationSettings, SyncSettings, parse_affiliations
-from .errors import (
-    ConfigError,
+from ..config import SyncSettings
+from ..errors import (
     DuplicateItem,
     OrcidApiError,
     OrcidPluginError,
@@ -49,10 +42,9 @@ from .errors import (
     StoreError,
     TokenRevoked,
 )
-from .ops.signals import stop_event_on_signals
-from .orcid_client import OrcidClient
-from .orcid_records import affiliation_body
-from .store import ACTIVITIES_UPDATE, Item, Outbox, RateLimiter, utcnow
+from ..orcid_client import OrcidClient
+from ..orcid_records import affiliation_body
+from ..store import ACTIVITIES_UPDATE, Item, Outbox, RateLimiter, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +70,6 @@ class SyncReport:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def worker_session() -> requests.Session:
-    """A session without urllib3 retries: the worker owns retries (backoff, rate limit)."""
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=0, pool_maxsize=4)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = "satosa-orcid-plugin (affiliation sync)"
-    return session
 
 
 class SyncWorker:
@@ -121,20 +103,6 @@ class SyncWorker:
 
     def __repr__(self) -> str:
         return f"SyncWorker(owner={self.owner!r}, {self.outbox!r})"
-
-    @classmethod
-    def from_service(
-        cls, service: Any, settings: AffiliationSettings, *, client: OrcidClient | None = None, **kwargs: Any
-    ) -> "SyncWorker":
-        """A worker over an ``OrcidLinkService``'s store and ORCID settings, with its own
-        HTTP session (no transport retries) and the database rate limiter."""
-        from .metrics import observe_orcid_request
-
-        client = client or OrcidClient(service.config.orcid, session=worker_session(), observer=observe_orcid_request)
-        limiter = kwargs.pop("limiter", None) or service.store.rate_limiter(
-            rate=settings.sync.rate_per_second, burst=settings.sync.burst
-        )
-        return cls(client, service.store.outbox, settings.sync, limiter=limiter, **kwargs)
 
     # --- loops ------------------------------------------------------------------------
     def run_once(self, now: datetime | None = None, *, max_items: int | None = None) -> SyncReport:
@@ -312,66 +280,4 @@ class SyncWorker:
         report.retried += 1
 
 
-# --- building a worker from the configuration ------------------------------------------------
-def load_settings(config_path: str) -> tuple[Any, AffiliationSettings]:
-    """The plugin config and its ``affiliations:`` settings from a proxy_conf.yaml or the
-    micro-service YAML; ConfigError when no affiliations are configured."""
-    from .config import parse_config
-    from .ops.discovery import find_plugin_entries
-
-    entry = find_plugin_entries(config_path)[0]
-    config = parse_config(entry.raw)
-    settings = getattr(config, "affiliations", None) or parse_affiliations(entry.raw.get("affiliations"))
-    if settings is None:
-        raise ConfigError("affiliations", "is not configured (or enabled: false); there is nothing to sync")
-    if "/activities/update" not in config.orcid.scopes:
-        log.warning("orcid.scopes lacks /activities/update: new links will not queue affiliations")
-    return config, settings
-
-
-def build_worker(config: Any, settings: AffiliationSettings, *, owner: str | None = None,
-                 sync_overrides: dict[str, Any] | None = None) -> SyncWorker:
-    from dataclasses import replace
-
-    from .service import OrcidLinkService
-
-    service = OrcidLinkService.from_config(config, instance=owner)
-    if sync_overrides:
-        settings = replace(settings, sync=replace(settings.sync, **sync_overrides))
-    return SyncWorker.from_service(service, settings, owner=owner)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m satosa_orcid_plugin.sync",
-                                     description="Write queued ORCID affiliations (the outbox worker).")
-    parser.add_argument("--config", default=os.environ.get("SATOSA_ORCID_CONFIG"),
-                        help="proxy_conf.yaml or the OrcidConnect micro-service YAML (or SATOSA_ORCID_CONFIG)")
-    parser.add_argument("--once", action="store_true", help="process what is due, print a JSON report, exit")
-    parser.add_argument("--lease", type=float, default=None, help="seconds an item stays leased to this worker")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--owner", default=None, help="worker name in leases and logs (default host:pid)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.config:
-        parser.error("give --config PATH or set SATOSA_ORCID_CONFIG")
-    overrides: dict[str, Any] = {}
-    if args.lease is not None:
-        overrides["lease_seconds"] = args.lease
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    try:
-        config, settings = load_settings(args.config)
-        worker = build_worker(config, settings, owner=args.owner, sync_overrides=overrides)
-        if args.once:
-            print(json.dumps(worker.run_once().as_dict()), flush=True)
-            return 0
-        stop = stop_event_on_signals()
-        worker.run_forever(stop)
-        return 0
-    except OrcidPluginError as exc:
-        print(f"satosa-orcid sync: {exc.message}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+__all__ = ["SyncWorker", "SyncReport", "LEASE_MARGIN_SECONDS"]

@@ -1,0 +1,154 @@
+"""The administration service: what ``satosa-orcid`` (and the metrics exporter) asks.
+
+Links (list, show, export, check at ORCID, unlink with revocation), researchers' decisions,
+counts, the schema, key rotation, and the affiliation items we hold next to what ORCID holds.
+Built by :func:`satosa_orcid_plugin.wiring.admin_service`; ``client`` is None when the CLI was
+given only a database (``SATOSA_ORCID_DATABASE_URL``), and the commands that need ORCID say so.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from ..config import KINDS
+from ..errors import ConfigError, OrcidError, TokenRevoked
+from ..orcid_client import OrcidClient
+from ..store import Item, Link, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+EXPORT_PAGE = 1000
+
+
+class AdminService:
+    def __init__(self, store: Store, client: OrcidClient | None = None, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self._client = client
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"AdminService({self.store!r})"
+
+    @property
+    def client(self) -> OrcidClient:
+        if self._client is None:
+            raise ConfigError("orcid", "this command talks to ORCID: give --config PATH (the plugin configuration)")
+        return self._client
+
+    @property
+    def hashes_user_keys(self) -> bool:
+        """True when user keys are stored as HMACs (so stored keys cannot be used as input)."""
+        return self.store.db.hashes_user_keys
+
+    # --- links --------------------------------------------------------------------------
+    def links(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Link]:
+        """Links, newest first, optionally of one status."""
+        return self.store.links.recent(status=status, limit=limit, offset=offset)
+
+    def all_links(self, status: str | None = None) -> Iterator[Link]:
+        """Every link, newest first, read a page at a time."""
+        offset = 0
+        while True:
+            page = self.store.links.recent(status=status, limit=EXPORT_PAGE, offset=offset)
+            yield from page
+            if len(page) < EXPORT_PAGE:
+                return
+            offset += EXPORT_PAGE
+
+    def link(self, user_key: str) -> Link | None:
+        """The user's current link (active or revoked); None when there is none."""
+        return self.store.links.get(user_key)
+
+    def audit_trail(self, user_key: str, limit: int = 20) -> list[dict[str, Any]]:
+        return self.store.db.audit_events(user_key=user_key, limit=limit)
+
+    def active_user_keys(self) -> list[str]:
+        if self.hashes_user_keys:
+            raise ConfigError("store.user_key_secret", "user keys are stored hashed: name the user")
+        return [link.user_key for link in self.store.links.recent(status="active", limit=100000)]
+
+    def check_link(self, user_key: str) -> str:
+        """Ask ORCID whether the user's token still works; a 401 marks the link revoked.
+
+        Returns ``active``, ``revoked`` (just found out), ``no_link`` or ``unknown`` (ORCID
+        could not be asked; nothing changes).
+        """
+        tokens = self.store.links.tokens(user_key)
+        if tokens is None:
+            return "no_link"
+        try:
+            self.client.userinfo(tokens.access_token)
+        except TokenRevoked:
+            self.store.links.revoke(user_key, "invalid_token")
+            return "revoked"
+        except OrcidError as exc:
+            log.warning("could not check a link at ORCID: %s", exc.code)
+            return "unknown"
+        return "active"
+
+    def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
+        """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
+        link, tokens = self.store.links.unlink(user_key, reason=reason)
+        if tokens is not None:
+            for token in filter(None, (tokens.access_token, tokens.refresh_token)):
+                try:
+                    self.client.revoke(token)
+                except OrcidError as exc:
+                    self.store.db.append_audit("revoke_failed", user_key=user_key, orcid=str(link.orcid), error=exc.code)
+                    log.warning("could not revoke a token at ORCID for an unlinked user: %s", exc.code)
+        return link
+
+    # --- decisions, counts, schema, keys --------------------------------------------------
+    def decision(self, user_key: str) -> str | None:
+        """``never``, ``not_now`` while it lasts, or None."""
+        return self.store.decisions.get(user_key, self.clock())
+
+    def clear_decision(self, user_key: str) -> None:
+        self.store.decisions.clear(user_key)
+
+    def stats(self) -> dict[str, int]:
+        return self.store.links.stats(self.clock())
+
+    def health(self) -> bool:
+        return self.store.db.health()
+
+    def upgrade(self) -> None:
+        self.store.db.upgrade()
+
+    def rotate_keys(self) -> int:
+        return self.store.vault.rotate_keys()
+
+    # --- affiliations ---------------------------------------------------------------------
+    def sync_status(self, *, parked_limit: int = 50) -> dict[str, Any]:
+        """Counts per status, the oldest waiting age, and parked items with their reasons."""
+        return self.store.outbox.summary(self.clock(), parked_limit=parked_limit)
+
+    def affiliation_items(self, user_key: str) -> list[Item]:
+        return self.store.outbox.items(user_key)
+
+    def resync(self, user_key: str | None = None) -> int:
+        """Queue items again (one user's, or everyone's) so the next worker run writes them."""
+        return self.store.outbox.resync(user_key)
+
+    def affiliations_at_orcid(self, user_key: str) -> tuple[Link | None, dict[str, list[Any]], str | None]:
+        """The user's active link, the employment/education summaries ORCID holds for it (by
+        kind), and why they could not all be read (None when they could)."""
+        link = self.store.links.get_active(user_key)
+        if link is None:
+            return None, {}, "no active link"
+        tokens = self.store.outbox.tokens_for_link(link.id)
+        if tokens is None:
+            return link, {}, "no tokens for the link"
+        out: dict[str, list[Any]] = {}
+        try:
+            for kind in KINDS:
+                out[kind] = self.client.list_affiliations(link.orcid, kind, tokens.access_token)
+        except OrcidError as exc:
+            return link, out, f"{exc.code}: {exc.message}"
+        return link, out, None
+
+
+__all__ = ["AdminService"]

@@ -1,0 +1,83 @@
+"""The one place objects are built: the store, the ORCID client and the service each role needs.
+
+Every role gets the same store set-up (token cipher, hashed user keys, instance name) and the
+same ORCID client set-up (the latency observer; an HTTP session from
+:func:`~satosa_orcid_plugin.orcid_client.http_session`)::
+
+    login = login_service(config, instance="orcid")     # the proxy (OrcidConnect)
+    admin = admin_service(config)                        # satosa-orcid links/decisions/keys/...
+    worker = sync_worker(config, owner="host:pid")       # satosa-orcid sync run
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from .config import PluginConfig, StoreSettings
+from .errors import ConfigError
+from .orcid_client import OrcidClient, http_session
+from .services import AdminService, LoginService, SyncWorker
+from .store import Store
+from .tokens import TokenCipher
+
+log = logging.getLogger(__name__)
+
+
+def build_store(settings: StoreSettings, *, instance: str | None = None, upgrade: bool = False) -> Store:
+    """The store of ``settings``; with ``upgrade`` its schema is migrated first (the proxy on
+    SQLite by default: ``store.auto_upgrade``)."""
+    secret = settings.user_key_secret.encode() if settings.user_key_secret else None
+    store = Store.from_url(settings.database_url, TokenCipher.from_keys(settings.token_keys),
+                           user_key_secret=secret, instance=instance)
+    if upgrade:
+        store.db.upgrade()
+    return store
+
+
+def build_client(config: PluginConfig, *, worker: bool = False) -> OrcidClient:
+    """The ORCID client with the latency observer. The worker's session has no transport
+    retries: the worker owns its retries (backoff, the shared rate limit)."""
+    from .metrics import observe_orcid_request
+
+    session = http_session(transport_retries=not worker,
+                           user_agent="satosa-orcid-plugin (affiliation sync)" if worker else "satosa-orcid-plugin")
+    return OrcidClient(config.orcid, session=session, observer=observe_orcid_request)
+
+
+def login_service(config: PluginConfig, *, instance: str | None = None) -> LoginService:
+    """The proxy's service. The schema is migrated at start-up when ``store.auto_upgrade`` says
+    so (default: on SQLite, where the proxy owns the file; PostgreSQL: ``satosa-orcid db upgrade``)."""
+    auto = config.store.auto_upgrade
+    if auto is None:
+        auto = config.store.database_url.startswith("sqlite")
+    return LoginService(config, build_client(config), build_store(config.store, instance=instance, upgrade=auto))
+
+
+def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings | None = None,
+                  instance: str = "cli") -> AdminService:
+    """The CLI's service: from the plugin configuration, or (store-only commands) from
+    ``store_settings`` alone, without an ORCID client."""
+    settings = config.store if config is not None else store_settings
+    if settings is None:
+        raise ConfigError("store", "give the plugin configuration or the database settings")
+    client = build_client(config) if config is not None else None
+    return AdminService(build_store(settings, instance=instance), client)
+
+
+def sync_worker(config: PluginConfig, *, owner: str | None = None, **sync_overrides: Any) -> SyncWorker:
+    """The affiliation worker: the outbox, the shared rate limit in the database, and a client
+    without transport retries. ``sync_overrides`` replace ``affiliations.sync`` settings
+    (``lease_seconds``, ``batch_size``). ConfigError when no affiliations are configured."""
+    settings = config.affiliations
+    if settings is None:
+        raise ConfigError("affiliations", "is not configured (or enabled: false); there is nothing to sync")
+    if "/activities/update" not in config.orcid.scopes:
+        log.warning("orcid.scopes lacks /activities/update: new links will not queue affiliations")
+    sync = dataclasses.replace(settings.sync, **{k: v for k, v in sync_overrides.items() if v is not None})
+    store = build_store(config.store, instance=owner)
+    limiter = store.rate_limiter(rate=sync.rate_per_second, burst=sync.burst)
+    return SyncWorker(build_client(config, worker=True), store.outbox, sync, limiter=limiter, owner=owner)
+
+
+__all__ = ["build_store", "build_client", "login_service", "admin_service", "sync_worker"]
