@@ -109,16 +109,20 @@ def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
 
 
 @links.command("show")
-@click.argument("user")
+@click.argument("user", required=False)
+@click.option("--orcid", "orcid", default=None, help="Show the link holding this iD instead (any form of the iD).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def links_show(obj: Ctx, user: str, as_json: bool) -> None:
-    """Show USER's link and its audit trail (never a token)."""
-    link = obj.admin().link(user)
+def links_show(obj: Ctx, user: str | None, orcid: str | None, as_json: bool) -> None:
+    """Show USER's link (or the link holding --orcid) and its audit trail (never a token)."""
+    if bool(user) == bool(orcid):
+        raise click.UsageError("give USER or --orcid ID")
+    admin = obj.admin()
+    link = admin.link(user) if user else admin.link_of_orcid(orcid)
     if link is None:
-        _fail(f"no link for user {user!r}")
+        _fail(f"no link for user {user!r}" if user else f"no link holds the ORCID iD {orcid}")
     data = _link_dict(link)
-    data["audit"] = obj.admin().audit_trail(user, limit=20)
+    data["audit"] = admin.audit_trail(user, limit=20) if user else admin.audit_trail(limit=20, orcid=link.orcid)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

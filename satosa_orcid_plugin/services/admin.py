@@ -15,6 +15,7 @@ from typing import Any
 from ..config import KINDS
 from ..errors import ConfigError, OrcidError, TokenRevoked
 from ..orcid_client import OrcidClient
+from ..orcid_id import OrcidId
 from ..store import Item, Link, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,16 @@ class AdminService:
         """The user's current link (active or revoked); None when there is none."""
         return self.store.links.get(user_key)
 
-    def audit_trail(self, user_key: str, limit: int = 20) -> list[dict[str, Any]]:
-        return self.store.db.audit_events(user_key=user_key, limit=limit)
+    def link_of_orcid(self, orcid: str) -> Link | None:
+        """The current link (active or revoked) holding an iD, whoever's it is; InvalidOrcidId
+        for a value that is not one (any accepted form: bare, hyphenated, https://orcid.org/...)."""
+        return self.store.links.find_by_orcid(OrcidId.parse(orcid))
+
+    def audit_trail(self, user_key: str | None = None, limit: int = 20, *,
+                    orcid: OrcidId | None = None) -> list[dict[str, Any]]:
+        """The newest audit events of a user, or of an iD."""
+        return self.store.db.audit_events(user_key=user_key, limit=limit,
+                                          orcid=orcid.value if orcid is not None else None)
 
     def active_user_keys(self) -> list[str]:
         if self.hashes_user_keys:

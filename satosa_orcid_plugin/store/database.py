@@ -283,12 +283,15 @@ class Database:
         with self.transaction() as session:
             self.audit(session, event, user_key=key, orcid=orcid, session_id=session_id, detail=detail)
 
-    def audit_events(self, user_key: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Audit events, newest first: dicts with id, at, event, user_key, orcid, instance,
-        session_id and detail (a dict)."""
+    def audit_events(self, user_key: str | None = None, limit: int = 100, *,
+                     orcid: str | None = None) -> list[dict[str, Any]]:
+        """Audit events, newest first, of one user and/or one iD (its 16 digits, hyphenated):
+        dicts with id, at, event, user_key, orcid, instance, session_id and detail (a dict)."""
         stmt = sa.select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
         if user_key is not None:
             stmt = stmt.where(AuditRow.user_key == self.stored_user_key(user_key))
+        if orcid is not None:
+            stmt = stmt.where(AuditRow.orcid == orcid)
         return [
             {
                 "id": row.id,

@@ -67,6 +67,16 @@ def test_links_list_json_and_show(setup):
     shown = json.loads(run("--config", str(conf), "links", "show", ALICE, "--json").output)
     assert shown["status"] == "active" and shown["audit"][0]["event"] == "link"
     assert "token" not in json.dumps(shown).replace("token_", "")
+    # the same link found from the researcher's iD (any form), with the iD's audit trail
+    by_orcid = json.loads(run("--config", str(conf), "links", "show", "--orcid",
+                              f"https://orcid.org/{SOFIA}", "--json").output)
+    assert by_orcid["user_key"] == BOB and by_orcid["audit"][0]["event"] == "link"
+    assert {e["orcid"] for e in by_orcid["audit"]} == {SOFIA}
+    unknown = run("--config", str(conf), "links", "show", "--orcid", "0000-0003-1415-9269")
+    assert unknown.exit_code == 1 and "no link holds the ORCID iD" in unknown.output
+    bad = run("--config", str(conf), "links", "show", "--orcid", "0000-0002-1825-0098")
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert run("--config", str(conf), "links", "show").exit_code == 2  # neither USER nor --orcid
 
 
 def test_export_csv_has_no_tokens(setup):
