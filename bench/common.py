@@ -148,16 +148,6 @@ def applied_env(env: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
-def cwd(path: Path) -> Iterator[None]:
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def is_plugin_service(entry: dict[str, Any]) -> bool:
     """A MICRO_SERVICES entry of this plugin: the ``orcid`` hop itself, and any companion
     from the package (proxy_conf/ also loads the ``orcid_hint`` request micro-service)."""
@@ -194,7 +184,7 @@ class Deployment:
 
     def __enter__(self) -> "Deployment":
         self._stack.enter_context(applied_env(self.env))
-        self._stack.enter_context(cwd(self.layout.proxy_conf_dir))
+        self._stack.enter_context(contextlib.chdir(self.layout.proxy_conf_dir))
         return self
 
     def __exit__(self, *exc: object) -> None:

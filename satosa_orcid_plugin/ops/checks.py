@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..config import parse_config
 from ..errors import ConfigError
@@ -12,16 +11,6 @@ from .cookie_size import check_config_warnings
 from .discovery import PLUGIN_MODULES, load_yaml
 
 RESERVED_STATE_KEYS = {"SATOSA_BASE", "ROUTER", "SESSION_ID", "CONSENT"}
-
-
-@contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def _module_entries(conf: Any, key: str) -> list[dict[str, Any]]:
@@ -43,7 +32,7 @@ def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
     path = path.resolve()
     if not path.is_file():
         return [f"{path}: no such file"], []
-    with _cwd(path.parent):
+    with contextlib.chdir(path.parent):  # SATOSA resolves the config's relative paths from here
         try:
             from satosa.satosa_config import SATOSAConfig
 
