@@ -8,15 +8,21 @@ in the ``Authorization`` header or the form body, never in a URL, and never logg
 The authorization-code exchange is **never retried**: ORCID revokes every token issued
 from a code that is presented twice ("Auth code behavior update: Tokens revoked if same
 auth code is used twice", ORCID API news, 14 November 2017, https://members.orcid.org/api-news;
-the token endpoint answers ``invalid_grant`` "Reused authorization code").
+the token endpoint answers ``invalid_grant`` "Reused authorization code"). The answers of
+``/oauth/token`` and ``/oauth/revoke`` are read by :func:`.orcid_records.oauth_error`, which
+knows both generations of ORCID's authorization server.
+
+Whether a stored token still works is asked with :meth:`OrcidClient.check_token`, and only a
+401 ``invalid_token`` from the API's bearer-token filter ever means "revoked".
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
@@ -26,7 +32,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .config import KINDS, OrcidSettings
-from .errors import InvalidIdToken, InvalidOrcidId, OrcidOAuthError, OrcidProtocolError, OrcidUnavailable, TokenRevoked
+from .errors import (
+    InvalidIdToken,
+    InvalidOrcidId,
+    OrcidError,
+    OrcidOAuthError,
+    OrcidProtocolError,
+    OrcidUnavailable,
+    TokenRevoked,
+)
 from .orcid_id import OrcidId
 from .orcid_records import (
     AffiliationSummary,
@@ -36,6 +50,7 @@ from .orcid_records import (
     oauth_error,
     read_token_response,
 )
+from .tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +60,27 @@ ID_TOKEN_LEEWAY_SECONDS = 120
 
 RequestObserver = Callable[[str, str, "int | None", float], None]
 MEMBER_MEDIA_TYPE = "application/vnd.orcid+json"
+# Scopes whose tokens ORCID's userinfo answers (ORCID-Source ``OpenIDController.getInfoFromToken``:
+# a scope that combines ``/authenticate``, orcid-model ``ScopePathType``).
+USERINFO_SCOPES = frozenset({"openid", "/authenticate"})
+
+
+class TokenState(str, enum.Enum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"  # ORCID could not tell (down, 403, an unexpected answer): change nothing
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What :meth:`OrcidClient.check_token` found, and the answer that told it (for logs)."""
+
+    state: TokenState
+    evidence: str
+
+    @property
+    def revoked(self) -> bool:
+        return self.state is TokenState.REVOKED
 
 
 class OrcidClient:
@@ -88,7 +124,10 @@ class OrcidClient:
         return session
 
     # --- the choke point ----------------------------------------------------------
-    def _request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _request(self, endpoint: str, method: str, url: str, *, oauth: bool = False,
+                 session: requests.Session | None = None, **kwargs: Any) -> requests.Response:
+        """One request. A 5xx is :class:`OrcidUnavailable` here, except for the OAuth endpoints
+        (``oauth=True``), whose 5xx can be a refusal (:func:`.orcid_records.oauth_error`)."""
         kwargs.setdefault("timeout", self.settings.timeouts.as_tuple())
         kwargs.setdefault("allow_redirects", False)
         headers = kwargs.setdefault("headers", {})
@@ -96,7 +135,7 @@ class OrcidClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = (session or self.session).request(method, url, **kwargs)
             status = response.status_code
         except requests.Timeout as exc:
             raise OrcidUnavailable(f"ORCID {endpoint} timed out") from exc
@@ -107,7 +146,7 @@ class OrcidClient:
             log.debug("orcid %s %s -> %s in %.0f ms", method, endpoint, status, elapsed * 1000)
             if self.observer:
                 self.observer(endpoint, method, status, elapsed)
-        if status >= 500:
+        if status >= 500 and not oauth:
             raise OrcidUnavailable(f"ORCID {endpoint} answered HTTP {status}")
         return response
 
@@ -129,8 +168,11 @@ class OrcidClient:
         except ValueError:
             return None
 
-    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError:
-        return oauth_error(endpoint, response.status_code, self._body(response))
+    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError | OrcidUnavailable:
+        body = self._body(response)
+        if body is None and response.content:
+            body = response.text  # e.g. a bare "Bad client credentials"
+        return oauth_error(endpoint, response.status_code, body)
 
     # --- browser leg ----------------------------------------------------------------
     def authorize_url(
@@ -185,7 +227,7 @@ class OrcidClient:
             "code": code,
             "redirect_uri": redirect_uri,
         }
-        response = self._request("token", "POST", self.token_endpoint, data=form)
+        response = self._request("token", "POST", self.token_endpoint, oauth=True, data=form)
         if response.status_code != 200:
             raise self._oauth_error("token", response)
         body = self._json("token", response)
@@ -203,18 +245,72 @@ class OrcidClient:
 
     def revoke(self, token: str) -> None:
         form = {"client_id": self.settings.client_id, "client_secret": self.settings.client_secret, "token": token}
-        response = self._request("revoke", "POST", self.revoke_endpoint, data=form)
+        response = self._request("revoke", "POST", self.revoke_endpoint, oauth=True, data=form)
         if response.status_code != 200:
             raise self._oauth_error("revoke", response)
 
     def userinfo(self, access_token: str) -> dict[str, Any]:
+        """The OpenID Connect claims of a token with ``openid`` or ``/authenticate``.
+
+        ORCID answers 403 ``access_denied`` "access_token is invalid" alike for a revoked
+        token, a token without those scopes and a token its authorization server could not
+        look up (ORCID-Source ``OpenIDController.getInfoFromToken``), so a 403 here is an
+        :class:`OrcidOAuthError`, never :class:`TokenRevoked`; use :meth:`check_token`.
+        """
         response = self._request("userinfo", "GET", self.userinfo_endpoint,
                                  headers={"Authorization": f"Bearer {access_token}"})
-        if response.status_code in (401, 403):
-            raise TokenRevoked("invalid_token", "access token rejected by userinfo", response.status_code)
+        if response.status_code == 403:
+            raise OrcidOAuthError("access_denied", "userinfo refused the token (revoked, without openid or "
+                                  "/authenticate, or not looked up: ORCID does not say which)", 403)
         if response.status_code != 200:
             raise self._oauth_error("userinfo", response)
         return self._json("userinfo", response)
+
+    def check_token(self, orcid: OrcidId | str, tokens: TokenSet) -> TokenStatus:
+        """Ask ORCID whether a stored token still works, with a question ORCID can answer
+        for that token's scopes. Never raises for what ORCID answers.
+
+        * Only a 401 ``invalid_token`` from the API's bearer-token filter means revoked (or
+          expired): ORCID-Source ``OrcidBearerTokenFilter`` throws ``RevokedTokenException``
+          for an inactive token before any scope is looked at. It is asked twice, because
+          the same filter answers the same 401 when its token introspection fails on I/O.
+        * A token with only ``openid``/``/authenticate`` asks userinfo first (200: active);
+          userinfo's 403 says nothing (see :meth:`userinfo`), so the record read decides.
+        * A member token (``/read-limited``, ``/activities/update``, ...) reads the
+          employments summary (``GET /v3.0/{orcid}/employments``, the cheapest read every
+          such token may make: ``/activities/update`` combines ``/read-public``, orcid-model
+          ``ScopePathType``).
+        * A 403, 404, 5xx or timeout is ``unknown``: nothing should change on it.
+        """
+        if tokens.scope and set(tokens.scope) <= USERINFO_SCOPES:
+            try:
+                claims = self.userinfo(tokens.access_token)
+            except OrcidError as exc:
+                log.debug("token check: userinfo answered %s; reading the record", exc.code)
+            else:
+                value = orcid.value if isinstance(orcid, OrcidId) else str(orcid)
+                if claims.get("sub") == value:
+                    return TokenStatus(TokenState.ACTIVE, "userinfo answered 200")
+                return TokenStatus(TokenState.UNKNOWN, "userinfo answered for another iD")
+        status = self._read_record(orcid, tokens.access_token)
+        if status.revoked:
+            status = self._read_record(orcid, tokens.access_token)  # confirm: see above
+        return status
+
+    def _read_record(self, orcid: OrcidId | str, access_token: str) -> TokenStatus:
+        endpoint = "employments.get"
+        try:
+            response = self._request(endpoint, "GET", self._member_url(orcid, "employment", plural=True),
+                                     headers=self._member_headers(access_token))
+        except OrcidError as exc:
+            return TokenStatus(TokenState.UNKNOWN, f"{endpoint}: {exc.message}")
+        if response.status_code == 200:
+            return TokenStatus(TokenState.ACTIVE, f"{endpoint} answered 200")
+        error = self._member_error(endpoint, response)
+        if isinstance(error, TokenRevoked):
+            return TokenStatus(TokenState.REVOKED, f"{endpoint} answered 401 invalid_token")
+        return TokenStatus(TokenState.UNKNOWN, f"{endpoint} answered HTTP {response.status_code}"
+                                               f"{f' ({error.error_code})' if error.error_code else ''}: not a revocation")
 
     # --- member API v3.0: affiliations (ORCID-Source orcid-api-web/tutorial/affiliations.md) ---
     def _member_url(self, orcid: OrcidId | str, kind: str, put_code: int | None = None, *, plural: bool = False) -> str:

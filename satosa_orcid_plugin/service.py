@@ -252,25 +252,18 @@ class OrcidLinkService:
 
     # --- administration -------------------------------------------------------------
     def check_link(self, user_key: str) -> str:
-        """Ask ORCID whether the user's token still works; a 401 marks the link revoked.
-
-        Returns ``active``, ``revoked`` (just found out), ``no_link`` or ``unknown`` (ORCID
-        could not be asked; nothing changes).
-        """
-        from .errors import TokenRevoked
-
-        tokens = self.store.tokens_for(user_key)
-        if tokens is None:
+        """Ask ORCID whether the user's token still works (``OrcidClient.check_token``: only a
+        401 invalid_token means revoked). Returns ``active``, ``revoked`` (just found out),
+        ``no_link`` or ``unknown`` (ORCID could not tell; nothing changes)."""
+        link, tokens = self.store.get_active_link(user_key), self.store.tokens_for(user_key)
+        if link is None or tokens is None:
             return "no_link"
-        try:
-            self.client.userinfo(tokens.access_token)
-        except TokenRevoked:
+        status = self.client.check_token(link.orcid, tokens)
+        if status.revoked:
             self.store.mark_revoked(user_key, "invalid_token")
-            return "revoked"
-        except OrcidError as exc:
-            log.warning("could not check a link at ORCID: %s", exc.code)
-            return "unknown"
-        return "active"
+        elif status.state.value == "unknown":
+            log.warning("could not check a link at ORCID: %s", status.evidence)
+        return status.state.value
 
 
     def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
