@@ -14,12 +14,18 @@ knows both generations of ORCID's authorization server.
 
 Whether a stored token still works is asked with :meth:`OrcidClient.check_token`, and only a
 401 ``invalid_token`` from the API's bearer-token filter ever means "revoked".
+
+ORCID's key set (JWKS) is fetched by one background request at a time (single-flight): a
+callback waits for it at most the configured ORCID timeouts (connect + read), a known key
+set is used while a refresh is in flight, and a failed fetch is remembered for
+``JWKS_FAILURE_TTL_SECONDS`` so that callbacks fail fast instead of queueing.
 """
 from __future__ import annotations
 
 import enum
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -56,6 +62,7 @@ log = logging.getLogger(__name__)
 
 JWKS_TTL_SECONDS = 24 * 3600
 JWKS_MIN_REFRESH_SECONDS = 60
+JWKS_FAILURE_TTL_SECONDS = 10  # a failed key-set fetch answers every callback at once for this long
 ID_TOKEN_LEEWAY_SECONDS = 120
 
 RequestObserver = Callable[[str, str, "int | None", float], None]
@@ -83,6 +90,17 @@ class TokenStatus:
         return self.state is TokenState.REVOKED
 
 
+class _KeyFetch:
+    """One fetch of ORCID's key set, shared by every callback that waits for it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()  # a fetch in flight does not survive a fork
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.keys: dict[str, jwt.PyJWK] = {}
+        self.error: OrcidError | None = None
+
+
 class OrcidClient:
     """ORCID OAuth 2.0 / OpenID Connect client for one registered integration."""
 
@@ -106,18 +124,23 @@ class OrcidClient:
         self.jwks_uri = f"{base}/oauth/jwks"
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = 0.0
+        self._jwks_failure: OrcidError | None = None
+        self._jwks_failed_at = 0.0
+        self._jwks_fetch: _KeyFetch | None = None
         self._jwks_lock = threading.Lock()
+        # The key set is fetched once per attempt: a retry would double the wait of every callback.
+        self._jwks_session = session or self._make_session(retries=False)
 
     def __repr__(self) -> str:
         return f"OrcidClient({self.settings!r})"
 
     @staticmethod
-    def _make_session() -> requests.Session:
+    def _make_session(*, retries: bool = True) -> requests.Session:
         session = requests.Session()
         retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.2,
                       allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
                       raise_on_status=False)
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=20)
+        adapter = HTTPAdapter(max_retries=retry if retries else 0, pool_maxsize=20)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers["User-Agent"] = "satosa-orcid-plugin"
@@ -372,21 +395,81 @@ class OrcidClient:
         return affiliation_summaries(kind, self._json(endpoint, response))
 
     # --- id_token -------------------------------------------------------------------
+    @property
+    def key_wait_budget(self) -> float:
+        """The longest a callback waits for ORCID's key set: one request's timeouts."""
+        connect, read = self.settings.timeouts.as_tuple()
+        return float(connect) + float(read)
+
+    def prefetch_keys(self) -> None:
+        """Start fetching ORCID's key set in the background (at start-up) when the scopes ask
+        for an id_token; never waits and never fails."""
+        if "openid" in self.settings.scopes:
+            with self._jwks_lock:
+                if not self._jwks:
+                    self._start_key_fetch()
+
     def _signing_key(self, kid: str) -> jwt.PyJWK:
+        started = time.monotonic()
         with self._jwks_lock:
             now = self.clock()
-            stale = now - self._jwks_fetched_at > JWKS_TTL_SECONDS
-            may_refresh = now - self._jwks_fetched_at > JWKS_MIN_REFRESH_SECONDS
-            if stale or (kid not in self._jwks and may_refresh):
-                self._jwks = self._fetch_jwks()
-                self._jwks_fetched_at = now
-            try:
-                return self._jwks[kid]
-            except KeyError:
-                raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}") from None
+            age = now - self._jwks_fetched_at
+            known = self._jwks.get(kid)
+            if known is not None:
+                if age > JWKS_TTL_SECONDS and not self._key_failure_cached(now):
+                    self._start_key_fetch()  # refresh in the background; the known key serves meanwhile
+                return known
+            if self._jwks and age <= JWKS_MIN_REFRESH_SECONDS:
+                raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}")
+            if self._key_failure_cached(now):
+                raise _key_set_error(self._jwks_failure, "(remembered for a few seconds)")
+            fetch = self._start_key_fetch()
+        # Wait outside the lock, and never longer than one request may take.
+        if not fetch.done.wait(max(0.0, self.key_wait_budget - (time.monotonic() - started))):
+            raise OrcidUnavailable("ORCID jwks did not answer within the ORCID timeouts")
+        if fetch.error is not None:
+            raise _key_set_error(fetch.error)
+        try:
+            return fetch.keys[kid]
+        except KeyError:
+            raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}") from None
+
+    def _key_failure_cached(self, now: float) -> bool:
+        return self._jwks_failure is not None and now - self._jwks_failed_at < JWKS_FAILURE_TTL_SECONDS
+
+    def _start_key_fetch(self) -> _KeyFetch:
+        """The fetch in flight, or a new one on a background thread (call with the lock held)."""
+        fetch = self._jwks_fetch
+        abandoned = fetch is not None and (fetch.pid != os.getpid()
+                                           or time.monotonic() - fetch.started > 2 * self.key_wait_budget + 1)
+        if fetch is not None and not fetch.done.is_set() and not abandoned:
+            return fetch
+        fetch = self._jwks_fetch = _KeyFetch()
+        threading.Thread(target=self._run_key_fetch, args=(fetch,), name="orcid-jwks", daemon=True).start()
+        return fetch
+
+    def _run_key_fetch(self, fetch: _KeyFetch) -> None:
+        keys: dict[str, jwt.PyJWK] = {}
+        error: OrcidError | None = None
+        try:
+            keys = self._fetch_jwks()
+        except OrcidError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a waiting callback must hear of any failure
+            error = OrcidProtocolError(f"ORCID jwks could not be read ({type(exc).__name__})")
+        with self._jwks_lock:
+            if error is None:
+                self._jwks, self._jwks_fetched_at, self._jwks_failure = keys, self.clock(), None
+            else:
+                self._jwks_failure, self._jwks_failed_at = error, self.clock()
+                log.warning("could not fetch ORCID's key set: %s", error.message)
+            fetch.keys, fetch.error = (keys or dict(self._jwks)), error
+            if self._jwks_fetch is fetch:
+                self._jwks_fetch = None
+        fetch.done.set()
 
     def _fetch_jwks(self) -> dict[str, jwt.PyJWK]:
-        response = self._request("jwks", "GET", self.jwks_uri)
+        response = self._request("jwks", "GET", self.jwks_uri, session=self._jwks_session)
         if response.status_code != 200:
             raise OrcidUnavailable(f"ORCID jwks answered HTTP {response.status_code}")
         body = self._json("jwks", response)
@@ -442,6 +525,13 @@ class OrcidClient:
         if sub != orcid:
             raise InvalidIdToken("sub does not match the token response's orcid")
         return claims
+
+
+def _key_set_error(error: OrcidError | None, note: str = "") -> OrcidError:
+    """A fresh exception for each waiting callback (one exception object is not shared between
+    threads): a protocol error stays one, anything else is ORCID being unavailable."""
+    message = f"ORCID's key set could not be fetched: {error.message if error else 'unknown error'}" + (f" {note}" if note else "")
+    return OrcidProtocolError(message) if isinstance(error, OrcidProtocolError) else OrcidUnavailable(message)
 
 
 def _quote(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:

@@ -3,6 +3,8 @@ what the emulator cannot produce."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -18,7 +20,7 @@ from satosa_orcid_plugin.errors import (
     OrcidUnavailable,
     TokenRevoked,
 )
-from satosa_orcid_plugin.orcid_client import OrcidClient, TokenState
+from satosa_orcid_plugin.orcid_client import JWKS_FAILURE_TTL_SECONDS, JWKS_TTL_SECONDS, OrcidClient, TokenState
 from satosa_orcid_plugin.orcid_id import OrcidId
 from satosa_orcid_plugin.tokens import TokenSet
 
@@ -345,3 +347,107 @@ def test_revoke_errors_say_refused_or_unavailable(client, emulator, status, body
         client.revoke("a-token")
     assert type(info.value) is cls and info.value.status == status
     assert len([r for r in emulator.requests if r.path == "/oauth/revoke"]) == 1
+
+
+# --- JWKS under stress (issue 11): single-flight, bounded waits, failures remembered briefly -------
+FAST = Timeouts(0.5, 1.0)  # budget per callback: 1.5 s
+MARGIN = 2.5  # generous: threads, a loaded machine; the old serial behaviour took 2 s *per caller*
+
+
+def _jwks_calls(emulator):
+    return len([r for r in emulator.requests if r.path == "/oauth/jwks"])
+
+
+def _concurrent_exchanges(client, emulator, n):
+    """n callbacks at once, each exchanging its own code; returns [(seconds, outcome)]."""
+    codes = [emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce=f"n{i}") for i in range(n)]
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def callback(i):
+        barrier.wait()
+        started = time.monotonic()
+        try:
+            client.exchange_code(codes[i], REDIRECT, nonce=f"n{i}")
+            outcome = "ok"
+        except Exception as exc:  # noqa: BLE001 - the outcome is the assertion
+            outcome = exc
+        results[i] = (time.monotonic() - started, outcome)
+
+    threads = [threading.Thread(target=callback, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_slow_jwks_on_a_fresh_client_bounds_every_callback(emulator):
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST))
+    emulator.faults.add(endpoint="jwks", kind="delay", seconds=4)
+    results = _concurrent_exchanges(client, emulator, 4)
+    assert all(isinstance(outcome, OrcidUnavailable) for _, outcome in results), results
+    assert max(seconds for seconds, _ in results) < client.key_wait_budget + MARGIN, results
+    assert _jwks_calls(emulator) == 1  # one fetch for all, and no retry
+    # the failure is remembered briefly: the next callback fails at once, without asking ORCID
+    started = time.monotonic()
+    with pytest.raises(OrcidUnavailable, match="key set"):
+        client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="m"),
+                             REDIRECT, nonce="m")
+    assert time.monotonic() - started < 1.0 and _jwks_calls(emulator) == 1
+
+
+@pytest.mark.parametrize("fault", [{"kind": "status", "status": 503}, {"kind": "drop"}])
+def test_failing_jwks_is_asked_once_for_all_waiting_callbacks(emulator, fault):
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST))
+    emulator.faults.add(endpoint="jwks", **fault)
+    results = _concurrent_exchanges(client, emulator, 4)
+    assert all(isinstance(outcome, OrcidUnavailable) for _, outcome in results), results
+    assert max(seconds for seconds, _ in results) < client.key_wait_budget + MARGIN
+    assert _jwks_calls(emulator) == 1
+
+
+def test_a_jwks_within_the_timeouts_serves_every_waiting_callback_from_one_fetch(emulator):
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST))
+    emulator.faults.add(endpoint="jwks", kind="delay", seconds=0.3)
+    results = _concurrent_exchanges(client, emulator, 4)
+    assert [outcome for _, outcome in results] == ["ok"] * 4
+    assert _jwks_calls(emulator) == 1
+
+
+def test_a_remembered_failure_expires(emulator):
+    now = [1_000_000.0]
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST), clock=lambda: now[0])
+    emulator.faults.add(endpoint="jwks", kind="status", status=503, times=1)
+    code = emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="a")
+    with pytest.raises(OrcidUnavailable):
+        client.exchange_code(code, REDIRECT, nonce="a")
+    now[0] += JWKS_FAILURE_TTL_SECONDS + 1
+    client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="b"), REDIRECT, nonce="b")
+    assert _jwks_calls(emulator) == 2
+
+
+def test_a_known_key_set_serves_while_its_refresh_is_slow(emulator):
+    now = [1_000_000.0]
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST), clock=lambda: now[0])
+    client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="a"), REDIRECT, nonce="a")
+    now[0] += JWKS_TTL_SECONDS + 1  # stale: refreshed in the background
+    emulator.faults.add(endpoint="jwks", kind="delay", seconds=3)
+    started = time.monotonic()
+    client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="b"), REDIRECT, nonce="b")
+    assert time.monotonic() - started < 1.0  # did not wait for the 3 s key set
+    deadline = time.monotonic() + 10
+    while _jwks_calls(emulator) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _jwks_calls(emulator) == 2
+
+
+def test_prefetch_warms_the_key_set_and_never_fails(emulator):
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST))
+    client.prefetch_keys()
+    deadline = time.monotonic() + 10
+    while _jwks_calls(emulator) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="a"), REDIRECT, nonce="a")
+    assert _jwks_calls(emulator) == 1
+    OrcidClient(settings("http://127.0.0.1:9", timeouts=FAST)).prefetch_keys()  # ORCID down: no error
