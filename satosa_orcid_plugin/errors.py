@@ -95,11 +95,17 @@ class OrcidProtocolError(OrcidError):
 
 
 class OrcidOAuthError(OrcidError):
-    """ORCID refused an OAuth request (error / error_description)."""
+    """ORCID refused an OAuth request (error / error_description).
+
+    ``reason`` names a refusal ORCID documents (``code_reused``, ``redirect_uri_mismatch``,
+    ``invalid_parameters``, ...) whichever generation of its authorization server answered,
+    else None."""
 
     code = "orcid_oauth_error"
 
-    def __init__(self, error: str, description: str = "", status: int | None = None) -> None:
+    def __init__(self, error: str, description: str = "", status: int | None = None, *,
+                 reason: str | None = None) -> None:
+        self.reason = reason
         super().__init__(f"ORCID returned {error}" + (f": {description}" if description else ""),
                          detail=OrcidDetail(status, error, description))
 

@@ -8,15 +8,27 @@ in the ``Authorization`` header or the form body, never in a URL, and never logg
 The authorization-code exchange is **never retried**: ORCID revokes every token issued
 from a code that is presented twice ("Auth code behavior update: Tokens revoked if same
 auth code is used twice", ORCID API news, 14 November 2017, https://members.orcid.org/api-news;
-the token endpoint answers ``invalid_grant`` "Reused authorization code").
+the token endpoint answers ``invalid_grant`` "Reused authorization code"). The answers of
+``/oauth/token`` and ``/oauth/revoke`` are read by :func:`.orcid_records.oauth_error`, which
+knows both generations of ORCID's authorization server.
+
+Whether a stored token still works is asked with :meth:`OrcidClient.check_token`, and only a
+401 ``invalid_token`` from the API's bearer-token filter ever means "revoked".
+
+ORCID's key set (JWKS) is fetched by one background request at a time (single-flight): a
+callback waits for it at most the configured ORCID timeouts (connect + read), a known key
+set is used while a refresh is in flight, and a failed fetch is remembered for
+``JWKS_FAILURE_TTL_SECONDS`` so that callbacks fail fast instead of queueing.
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
+import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
@@ -26,7 +38,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .config import KINDS, OrcidSettings
-from .errors import InvalidIdToken, InvalidOrcidId, OrcidOAuthError, OrcidProtocolError, OrcidUnavailable, TokenRevoked
+from .errors import (
+    InvalidIdToken,
+    InvalidOrcidId,
+    OrcidError,
+    OrcidOAuthError,
+    OrcidProtocolError,
+    OrcidUnavailable,
+    TokenRevoked,
+)
 from .orcid_id import OrcidId
 from .orcid_records import (
     AffiliationSummary,
@@ -36,15 +56,49 @@ from .orcid_records import (
     oauth_error,
     read_token_response,
 )
+from .tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
 JWKS_TTL_SECONDS = 24 * 3600
 JWKS_MIN_REFRESH_SECONDS = 60
+JWKS_FAILURE_TTL_SECONDS = 10  # a failed key-set fetch answers every callback at once for this long
 ID_TOKEN_LEEWAY_SECONDS = 120
 
 RequestObserver = Callable[[str, str, "int | None", float], None]
 MEMBER_MEDIA_TYPE = "application/vnd.orcid+json"
+# Scopes whose tokens ORCID's userinfo answers (ORCID-Source ``OpenIDController.getInfoFromToken``:
+# a scope that combines ``/authenticate``, orcid-model ``ScopePathType``).
+USERINFO_SCOPES = frozenset({"openid", "/authenticate"})
+
+
+class TokenState(str, enum.Enum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"  # ORCID could not tell (down, 403, an unexpected answer): change nothing
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What :meth:`OrcidClient.check_token` found, and the answer that told it (for logs)."""
+
+    state: TokenState
+    evidence: str
+
+    @property
+    def revoked(self) -> bool:
+        return self.state is TokenState.REVOKED
+
+
+class _KeyFetch:
+    """One fetch of ORCID's key set, shared by every callback that waits for it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()  # a fetch in flight does not survive a fork
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.keys: dict[str, jwt.PyJWK] = {}
+        self.error: OrcidError | None = None
 
 
 def http_session(*, transport_retries: bool, user_agent: str = "satosa-orcid-plugin") -> requests.Session:
@@ -89,13 +143,21 @@ class OrcidClient:
         self.jwks_uri = f"{base}/oauth/jwks"
         self._jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_fetched_at = 0.0
+        self._jwks_failure: OrcidError | None = None
+        self._jwks_failed_at = 0.0
+        self._jwks_fetch: _KeyFetch | None = None
         self._jwks_lock = threading.Lock()
+        # The key set is fetched once per attempt: a retry would double the wait of every callback.
+        self._jwks_session = http_session(transport_retries=False)  # one attempt: callbacks wait on it
 
     def __repr__(self) -> str:
         return f"OrcidClient({self.settings!r})"
 
     # --- the choke point ----------------------------------------------------------
-    def _request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _request(self, endpoint: str, method: str, url: str, *, oauth: bool = False,
+                 session: requests.Session | None = None, **kwargs: Any) -> requests.Response:
+        """One request. A 5xx is :class:`OrcidUnavailable` here, except for the OAuth endpoints
+        (``oauth=True``), whose 5xx can be a refusal (:func:`.orcid_records.oauth_error`)."""
         kwargs.setdefault("timeout", self.settings.timeouts.as_tuple())
         kwargs.setdefault("allow_redirects", False)
         headers = kwargs.setdefault("headers", {})
@@ -103,7 +165,7 @@ class OrcidClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = (session or self.session).request(method, url, **kwargs)
             status = response.status_code
         except requests.Timeout as exc:
             raise OrcidUnavailable(f"ORCID {endpoint} timed out") from exc
@@ -114,7 +176,7 @@ class OrcidClient:
             log.debug("orcid %s %s -> %s in %.0f ms", method, endpoint, status, elapsed * 1000)
             if self.observer:
                 self.observer(endpoint, method, status, elapsed)
-        if status >= 500:
+        if status >= 500 and not oauth:
             raise OrcidUnavailable(f"ORCID {endpoint} answered HTTP {status}")
         return response
 
@@ -136,8 +198,11 @@ class OrcidClient:
         except ValueError:
             return None
 
-    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError:
-        return oauth_error(endpoint, response.status_code, self._body(response))
+    def _oauth_error(self, endpoint: str, response: requests.Response) -> OrcidOAuthError | OrcidUnavailable:
+        body = self._body(response)
+        if body is None and response.content:
+            body = response.text  # e.g. a bare "Bad client credentials"
+        return oauth_error(endpoint, response.status_code, body)
 
     # --- browser leg ----------------------------------------------------------------
     def authorize_url(
@@ -192,7 +257,7 @@ class OrcidClient:
             "code": code,
             "redirect_uri": redirect_uri,
         }
-        response = self._request("token", "POST", self.token_endpoint, data=form)
+        response = self._request("token", "POST", self.token_endpoint, oauth=True, data=form)
         if response.status_code != 200:
             raise self._oauth_error("token", response)
         body = self._json("token", response)
@@ -210,18 +275,72 @@ class OrcidClient:
 
     def revoke(self, token: str) -> None:
         form = {"client_id": self.settings.client_id, "client_secret": self.settings.client_secret, "token": token}
-        response = self._request("revoke", "POST", self.revoke_endpoint, data=form)
+        response = self._request("revoke", "POST", self.revoke_endpoint, oauth=True, data=form)
         if response.status_code != 200:
             raise self._oauth_error("revoke", response)
 
     def userinfo(self, access_token: str) -> dict[str, Any]:
+        """The OpenID Connect claims of a token with ``openid`` or ``/authenticate``.
+
+        ORCID answers 403 ``access_denied`` "access_token is invalid" alike for a revoked
+        token, a token without those scopes and a token its authorization server could not
+        look up (ORCID-Source ``OpenIDController.getInfoFromToken``), so a 403 here is an
+        :class:`OrcidOAuthError`, never :class:`TokenRevoked`; use :meth:`check_token`.
+        """
         response = self._request("userinfo", "GET", self.userinfo_endpoint,
                                  headers={"Authorization": f"Bearer {access_token}"})
-        if response.status_code in (401, 403):
-            raise TokenRevoked("invalid_token", "access token rejected by userinfo", response.status_code)
+        if response.status_code == 403:
+            raise OrcidOAuthError("access_denied", "userinfo refused the token (revoked, without openid or "
+                                  "/authenticate, or not looked up: ORCID does not say which)", 403)
         if response.status_code != 200:
             raise self._oauth_error("userinfo", response)
         return self._json("userinfo", response)
+
+    def check_token(self, orcid: OrcidId | str, tokens: TokenSet) -> TokenStatus:
+        """Ask ORCID whether a stored token still works, with a question ORCID can answer
+        for that token's scopes. Never raises for what ORCID answers.
+
+        * Only a 401 ``invalid_token`` from the API's bearer-token filter means revoked (or
+          expired): ORCID-Source ``OrcidBearerTokenFilter`` throws ``RevokedTokenException``
+          for an inactive token before any scope is looked at. It is asked twice, because
+          the same filter answers the same 401 when its token introspection fails on I/O.
+        * A token with only ``openid``/``/authenticate`` asks userinfo first (200: active);
+          userinfo's 403 says nothing (see :meth:`userinfo`), so the record read decides.
+        * A member token (``/read-limited``, ``/activities/update``, ...) reads the
+          employments summary (``GET /v3.0/{orcid}/employments``, the cheapest read every
+          such token may make: ``/activities/update`` combines ``/read-public``, orcid-model
+          ``ScopePathType``).
+        * A 403, 404, 5xx or timeout is ``unknown``: nothing should change on it.
+        """
+        if tokens.scope and set(tokens.scope) <= USERINFO_SCOPES:
+            try:
+                claims = self.userinfo(tokens.access_token)
+            except OrcidError as exc:
+                log.debug("token check: userinfo answered %s; reading the record", exc.code)
+            else:
+                value = orcid.value if isinstance(orcid, OrcidId) else str(orcid)
+                if claims.get("sub") == value:
+                    return TokenStatus(TokenState.ACTIVE, "userinfo answered 200")
+                return TokenStatus(TokenState.UNKNOWN, "userinfo answered for another iD")
+        status = self._read_record(orcid, tokens.access_token)
+        if status.revoked:
+            status = self._read_record(orcid, tokens.access_token)  # confirm: see above
+        return status
+
+    def _read_record(self, orcid: OrcidId | str, access_token: str) -> TokenStatus:
+        endpoint = "employments.get"
+        try:
+            response = self._request(endpoint, "GET", self._member_url(orcid, "employment", plural=True),
+                                     headers=self._member_headers(access_token))
+        except OrcidError as exc:
+            return TokenStatus(TokenState.UNKNOWN, f"{endpoint}: {exc.message}")
+        if response.status_code == 200:
+            return TokenStatus(TokenState.ACTIVE, f"{endpoint} answered 200")
+        error = self._member_error(endpoint, response)
+        if isinstance(error, TokenRevoked):
+            return TokenStatus(TokenState.REVOKED, f"{endpoint} answered 401 invalid_token")
+        return TokenStatus(TokenState.UNKNOWN, f"{endpoint} answered HTTP {response.status_code}"
+                                               f"{f' ({error.error_code})' if error.error_code else ''}: not a revocation")
 
     # --- member API v3.0: affiliations (ORCID-Source orcid-api-web/tutorial/affiliations.md) ---
     def _member_url(self, orcid: OrcidId | str, kind: str, put_code: int | None = None, *, plural: bool = False) -> str:
@@ -283,21 +402,81 @@ class OrcidClient:
         return affiliation_summaries(kind, self._json(endpoint, response))
 
     # --- id_token -------------------------------------------------------------------
+    @property
+    def key_wait_budget(self) -> float:
+        """The longest a callback waits for ORCID's key set: one request's timeouts."""
+        connect, read = self.settings.timeouts.as_tuple()
+        return float(connect) + float(read)
+
+    def prefetch_keys(self) -> None:
+        """Start fetching ORCID's key set in the background (at start-up) when the scopes ask
+        for an id_token; never waits and never fails."""
+        if "openid" in self.settings.scopes:
+            with self._jwks_lock:
+                if not self._jwks:
+                    self._start_key_fetch()
+
     def _signing_key(self, kid: str) -> jwt.PyJWK:
+        started = time.monotonic()
         with self._jwks_lock:
             now = self.clock()
-            stale = now - self._jwks_fetched_at > JWKS_TTL_SECONDS
-            may_refresh = now - self._jwks_fetched_at > JWKS_MIN_REFRESH_SECONDS
-            if stale or (kid not in self._jwks and may_refresh):
-                self._jwks = self._fetch_jwks()
-                self._jwks_fetched_at = now
-            try:
-                return self._jwks[kid]
-            except KeyError:
-                raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}") from None
+            age = now - self._jwks_fetched_at
+            known = self._jwks.get(kid)
+            if known is not None:
+                if age > JWKS_TTL_SECONDS and not self._key_failure_cached(now):
+                    self._start_key_fetch()  # refresh in the background; the known key serves meanwhile
+                return known
+            if self._jwks and age <= JWKS_MIN_REFRESH_SECONDS:
+                raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}")
+            if self._key_failure_cached(now):
+                raise _key_set_error(self._jwks_failure, "(remembered for a few seconds)")
+            fetch = self._start_key_fetch()
+        # Wait outside the lock, and never longer than one request may take.
+        if not fetch.done.wait(max(0.0, self.key_wait_budget - (time.monotonic() - started))):
+            raise OrcidUnavailable("ORCID jwks did not answer within the ORCID timeouts")
+        if fetch.error is not None:
+            raise _key_set_error(fetch.error)
+        try:
+            return fetch.keys[kid]
+        except KeyError:
+            raise InvalidIdToken(f"unknown signing key id {kid[:64]!r}") from None
+
+    def _key_failure_cached(self, now: float) -> bool:
+        return self._jwks_failure is not None and now - self._jwks_failed_at < JWKS_FAILURE_TTL_SECONDS
+
+    def _start_key_fetch(self) -> _KeyFetch:
+        """The fetch in flight, or a new one on a background thread (call with the lock held)."""
+        fetch = self._jwks_fetch
+        abandoned = fetch is not None and (fetch.pid != os.getpid()
+                                           or time.monotonic() - fetch.started > 2 * self.key_wait_budget + 1)
+        if fetch is not None and not fetch.done.is_set() and not abandoned:
+            return fetch
+        fetch = self._jwks_fetch = _KeyFetch()
+        threading.Thread(target=self._run_key_fetch, args=(fetch,), name="orcid-jwks", daemon=True).start()
+        return fetch
+
+    def _run_key_fetch(self, fetch: _KeyFetch) -> None:
+        keys: dict[str, jwt.PyJWK] = {}
+        error: OrcidError | None = None
+        try:
+            keys = self._fetch_jwks()
+        except OrcidError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a waiting callback must hear of any failure
+            error = OrcidProtocolError(f"ORCID jwks could not be read ({type(exc).__name__})")
+        with self._jwks_lock:
+            if error is None:
+                self._jwks, self._jwks_fetched_at, self._jwks_failure = keys, self.clock(), None
+            else:
+                self._jwks_failure, self._jwks_failed_at = error, self.clock()
+                log.warning("could not fetch ORCID's key set: %s", error.message)
+            fetch.keys, fetch.error = (keys or dict(self._jwks)), error
+            if self._jwks_fetch is fetch:
+                self._jwks_fetch = None
+        fetch.done.set()
 
     def _fetch_jwks(self) -> dict[str, jwt.PyJWK]:
-        response = self._request("jwks", "GET", self.jwks_uri)
+        response = self._request("jwks", "GET", self.jwks_uri, session=self._jwks_session)
         if response.status_code != 200:
             raise OrcidUnavailable(f"ORCID jwks answered HTTP {response.status_code}")
         body = self._json("jwks", response)
@@ -353,6 +532,13 @@ class OrcidClient:
         if sub != orcid:
             raise InvalidIdToken("sub does not match the token response's orcid")
         return claims
+
+
+def _key_set_error(error: OrcidError | None, note: str = "") -> OrcidError:
+    """A fresh exception for each waiting callback (one exception object is not shared between
+    threads): a protocol error stays one, anything else is ORCID being unavailable."""
+    message = f"ORCID's key set could not be fetched: {error.message if error else 'unknown error'}" + (f" {note}" if note else "")
+    return OrcidProtocolError(message) if isinstance(error, OrcidProtocolError) else OrcidUnavailable(message)
 
 
 def _quote(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:

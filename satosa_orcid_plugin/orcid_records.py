@@ -20,8 +20,10 @@ from .errors import (
     DuplicateItem,
     InvalidOrcidId,
     OrcidApiError,
+    OrcidDetail,
     OrcidOAuthError,
     OrcidProtocolError,
+    OrcidUnavailable,
     OrcidValidationError,
     TokenRevoked,
 )
@@ -77,26 +79,110 @@ def read_token_response(body: Mapping[str, Any], *, sandbox: bool) -> Grant:
 
 
 # --- error bodies -------------------------------------------------------------------------
-def oauth_error(endpoint: str, status: int, body: Any) -> OrcidOAuthError:
-    """An OAuth endpoint's refusal (``{"error": ..., "error_description": ...}``, RFC 6749
-    section 5.2); ORCID answers a wrong client secret with a bare 401 "Bad client credentials"."""
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
+# ORCID has answered /oauth/token and /oauth/revoke from two generations of code:
+#
+# * the registry's own Spring OAuth endpoint (ORCID-Source before April 2026,
+#   ``OrcidAuthorizationCodeTokenGranter``, ``OrcidClientCredentialEndPointDelegatorImpl``,
+#   ``OAuthErrorUtils``): an ``InvalidGrantException`` ("Invalid authorization code: <code>",
+#   "Reused authorization code: <code>"), a ``RedirectMismatchException`` ("Redirect URI
+#   mismatch."), an ``OAuth2Exception`` ("An authorization code must be supplied.") or a
+#   ``InvalidScopeException`` ("Invalid scopes: ...") fell through ``OAuthErrorUtils`` to
+#   ``500 {"error": "server_error", "error_description": <message>}``: a *refusal* dressed as
+#   a server error (the old ``orcid-api-web/tutorial/api_errors.md`` listed them as 500s);
+# * the authorization server the registry forwards to since April 2026 (ORCID-Source
+#   ``OauthGenericCallsController``, ``RevokeController``, ``AuthorizationServerUtil``;
+#   ``api_errors.md`` as of commit 75c2d7dc8f "Update api_errors with the auth server
+#   updates (#7496)"): status and body pass through, documented as 400 "One of the provided
+#   parameters is invalid, or, the provided token/code is invalid or expired" and 400
+#   "Invalid authorization code: [code]"; when forwarding itself fails the registry answers
+#   **401** with ``OAuthErrorUtils``' body, ``server_error`` for an I/O failure.
+#
+# So neither the status nor the ``error`` alone says whether ORCID refused the request or
+# could not serve it: the documented descriptions decide first, then the error code, then
+# the status.
+_KNOWN_REFUSALS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), error, reason) for pattern, error, reason in (
+        (r"^\s*Reused authorization code", "invalid_grant", "code_reused"),
+        (r"^\s*Invalid authorization code", "invalid_grant", "code_invalid"),
+        (r"^\s*Authorization code has expired", "invalid_grant", "code_expired"),
+        (r"^\s*One of the provided parameters is invalid", "invalid_grant", "invalid_parameters"),
+        (r"^\s*Redirect URI mismatch", "invalid_grant", "redirect_uri_mismatch"),
+        (r"^\s*An authorization code must be supplied", "invalid_request", "code_missing"),
+        (r"^\s*Invalid scopes?\b", "invalid_scope", "invalid_scope"),
+        (r"^\s*Client ID mismatch", "invalid_client", "client_mismatch"),
+        (r"^\s*(Bad client credentials|Client authentication failed)", "invalid_client", "bad_client_credentials"),
+    )
+)
+# RFC 6749 section 5.2 and RFC 7009 section 2.2.1: errors that name a fault of the request.
+_REFUSAL_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                             "unsupported_grant_type", "invalid_scope", "unsupported_token_type", "access_denied"})
+# RFC 6749 section 4.1.2.1: the server could not serve the request.
+_UNAVAILABLE_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+
+
+def _oauth_fields(body: Any) -> tuple[str | None, str]:
+    """``error`` and ``error_description`` of an OAuth error body (ORCID's userinfo spells it
+    ``error-description``, ORCID-Source ``OpenIDController``); a plain-text body is taken as
+    the description."""
+    if isinstance(body, dict):
+        error = body.get("error") if isinstance(body.get("error"), str) else None
         desc = body.get("error_description") or body.get("error-description") or ""
-        cls = TokenRevoked if body["error"] == "invalid_token" else OrcidOAuthError
-        return cls(body["error"], str(desc)[:200], status)
+        return error, str(desc)
+    if isinstance(body, str) and len(body) < 500 and "<" not in body:
+        return None, body.strip()
+    return None, ""
+
+
+def oauth_error(endpoint: str, status: int, body: Any) -> OrcidOAuthError | OrcidUnavailable:
+    """An OAuth endpoint's non-200 answer, from either generation of ORCID's authorization
+    server (see above), as an exception:
+
+    * a documented refusal (by its description) is an :class:`OrcidOAuthError` with the
+      RFC 6749 error it means and a ``reason`` (``code_reused``, ``redirect_uri_mismatch``,
+      ...), whatever the status: the old server's 500 "Redirect URI mismatch." is a bad
+      request, not an outage;
+    * 401 ``invalid_token`` is :class:`TokenRevoked`;
+    * ``server_error``/``temporarily_unavailable`` (also the new registry's 401 when it
+      cannot reach its authorization server), and a 5xx that names no refusal, are
+      :class:`OrcidUnavailable`;
+    * any other ``error`` is an :class:`OrcidOAuthError`; a bare 401 is ORCID's "Bad client
+      credentials".
+    """
+    error, desc = _oauth_fields(body)
+    desc = desc[:200]
+    for pattern, meaning, reason in _KNOWN_REFUSALS:
+        if pattern.search(desc):
+            return OrcidOAuthError(meaning, desc, status, reason=reason)
+    if status == 401 and error == "invalid_token":  # fixed text: ORCID echoes the token in the description
+        return TokenRevoked("invalid_token", f"ORCID rejected the access token ({endpoint})", status)
+    if error in _UNAVAILABLE_ERRORS or (status >= 500 and error not in _REFUSAL_ERRORS):
+        label = f"HTTP {status}" + (f" {error}" if error else "")
+        return OrcidUnavailable(f"ORCID {endpoint} answered {label}", detail=OrcidDetail(status, error, desc))
+    if error:
+        return OrcidOAuthError(error, desc, status)
     if status == 401:
-        return OrcidOAuthError("invalid_client", "Bad client credentials", 401)
+        return OrcidOAuthError("invalid_client", "Bad client credentials", 401, reason="bad_client_credentials")
     return OrcidOAuthError("http_%d" % status, f"ORCID {endpoint} refused the request", status)
 
 
-def member_error(endpoint: str, status: int, body: Any) -> OrcidApiError | TokenRevoked:
+# ORCID-Source ``OrcidBearerTokenFilter``: a token the authorization server could not look up
+# (introspection failed) is refused with the same 401 ``invalid_token`` as a revoked one, but
+# says so in its description. That is an outage, not a revocation.
+_INTROSPECTION_FAILED = re.compile(r"Unable to obtain information from the authorization server", re.IGNORECASE)
+
+
+def member_error(endpoint: str, status: int, body: Any) -> OrcidApiError | TokenRevoked | OrcidUnavailable:
     """A member API refusal as an exception. The v3.0 error body (orcid-model
     ``error-3.0.xsd``) has ``response-code``, ``developer-message``, ``user-message``,
     ``error-code`` and ``more-info``; a 409 duplicate names the existing put-code in its
     developer message. ORCID echoes the token in some 401 bodies, so only fixed text (never
-    ``error_description``) goes into the 401 exception."""
+    ``error_description``) goes into the 401 exception. Only a 401 ``invalid_token`` means
+    the token is revoked (or expired); a 403 never does."""
     body = body if isinstance(body, dict) else {}
     if status == 401 and body.get("error") == "invalid_token":
+        if _INTROSPECTION_FAILED.search(str(body.get("error_description") or "")):
+            return OrcidUnavailable(f"ORCID {endpoint}: the authorization server could not check the access token",
+                                    detail=OrcidDetail(401, "invalid_token", "Unable to obtain information from the authorization server"))
         return TokenRevoked("invalid_token", f"ORCID rejected the access token ({endpoint})", 401)
     raw_code = body.get("error-code")
     error_code = raw_code if isinstance(raw_code, int) else (int(raw_code) if str(raw_code or "").isdigit() else None)

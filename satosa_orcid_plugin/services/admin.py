@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from ..config import KINDS
-from ..errors import ConfigError, OrcidError, TokenRevoked
-from ..orcid_client import OrcidClient
+from ..errors import ConfigError, OrcidError
+from ..orcid_client import OrcidClient, TokenState
 from ..orcid_id import OrcidId
 from ..store import Item, Link, Store, utcnow
 
@@ -80,23 +80,18 @@ class AdminService:
         return [link.user_key for link in self.store.links.recent(status="active", limit=100000)]
 
     def check_link(self, user_key: str) -> str:
-        """Ask ORCID whether the user's token still works; a 401 marks the link revoked.
-
-        Returns ``active``, ``revoked`` (just found out), ``no_link`` or ``unknown`` (ORCID
-        could not be asked; nothing changes).
-        """
-        tokens = self.store.links.tokens(user_key)
-        if tokens is None:
+        """Ask ORCID whether the user's token still works (``OrcidClient.check_token``: only a
+        401 invalid_token means revoked). Returns ``active``, ``revoked`` (just found out),
+        ``no_link`` or ``unknown`` (ORCID could not tell; nothing changes)."""
+        link, tokens = self.store.links.get_active(user_key), self.store.links.tokens(user_key)
+        if link is None or tokens is None:
             return "no_link"
-        try:
-            self.client.userinfo(tokens.access_token)
-        except TokenRevoked:
+        status = self.client.check_token(link.orcid, tokens)
+        if status.revoked:
             self.store.links.revoke(user_key, "invalid_token")
-            return "revoked"
-        except OrcidError as exc:
-            log.warning("could not check a link at ORCID: %s", exc.code)
-            return "unknown"
-        return "active"
+        elif status.state is TokenState.UNKNOWN:
+            log.warning("could not check a link at ORCID: %s", status.evidence)
+        return status.state.value
 
     def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
         """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""

@@ -13,7 +13,8 @@ Per item (ORCID API v3.0 member API; ORCID-Source ``AffiliationsManagerImpl``):
   out before storing the put-code) is first looked for on ``/employments``.
 * put-code and a changed desired state: PUT with the put-code in the body.
 * affiliation gone: PUT with an ``end-date`` (or DELETE with ``on_leave: delete``).
-* 401 ``invalid_token``: the link is marked revoked, the item parked. 400: parked with
+* 401 ``invalid_token``, confirmed by ``OrcidClient.check_token``: the link is marked revoked,
+  the item parked (unconfirmed: retried). 400: parked with
   ORCID's error code and message. 5xx, 503 (rate limit), timeouts: retried with exponential
   backoff and jitter, parked after ``max_attempts``.
 
@@ -168,6 +169,9 @@ class SyncWorker:
                 return
             self._sync(item, tokens.access_token, report)
         except TokenRevoked:
+            if not self.client.check_token(item.orcid, tokens).revoked:  # a 401 can be an introspection blip
+                self._retry(item, report, "ORCID refused the access token once (401) but not when asked again", now)
+                return
             self.outbox.revoke_link(item, "ORCID rejected the access token (401 invalid_token) during affiliation sync")
             self._park(item, report, "ORCID rejected the access token (401 invalid_token); the link is marked revoked")
             report.revoked += 1

@@ -311,6 +311,22 @@ def test_a_revoked_token_marks_the_link_revoked_and_parks_until_the_next_link(en
     assert len(env.on_record(JOSIAH)) == 1
 
 
+def test_a_single_401_that_orcid_does_not_repeat_is_retried_not_a_revocation(env):
+    """ORCID's bearer filter answers a revoked token's 401 invalid_token also when its token
+    introspection fails on I/O (ORCID-Source OrcidBearerTokenFilter): the worker asks again
+    (OrcidClient.check_token) before it drops the researcher's tokens."""
+    env.link("alice@example.org", JOSIAH, FACULTY)
+    body = '{"error":"invalid_token","error_description":"Invalid access token: 1b2c"}'
+    env.emulator.faults.add(endpoint="api", kind="status", status=401, body=body, content_type="application/json", times=1)
+
+    report = env.worker.run_once()
+
+    assert (report.revoked, report.retried) == (0, 1)
+    assert env.items()[0].status == RETRY
+    assert env.store.links.get_active("alice@example.org") is not None
+    assert env.store.links.tokens("alice@example.org") is not None
+
+
 def test_an_unknown_organisation_is_parked_with_orcids_message_and_not_retried(env):
     stanford = {**ORG, "name": "Stanford University", "city": "Stanford", "disambiguated_id": "00f54p054"}
     env = env.with_settings(affiliation_settings(organization=stanford))

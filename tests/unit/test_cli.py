@@ -110,6 +110,22 @@ def test_check_finds_a_revocation_done_at_orcid(setup, emulator):
     assert json.loads(run("--config", str(conf), "links", "check", ALICE, "--json").output) == {ALICE: "active"}
 
 
+def test_check_reports_a_connect_only_link_active_and_finds_its_revocation(setup, emulator):
+    """Institutional Connect grants /read-limited /activities/update without openid: ORCID's
+    userinfo answers 403 for such a token even while it is live (ORCID-Source
+    OpenIDController.getInfoFromToken), so the check must not ask userinfo."""
+    conf, service, _ = setup
+    carol, orcid = "carol@uni.example", "0009-0003-7578-3214"
+    code = emulator.issue_code_for("APP-CLI", orcid, ["/read-limited", "/activities/update"], REDIRECT)
+    service.store_grant(carol, service.exchange(code, REDIRECT, nonce=None, require_id_token=False))
+    result = run("--config", str(conf), "links", "check", carol)
+    assert result.exit_code == 0 and result.output == f"{carol}\tactive\n"
+    assert service.store.links.get_active(carol) is not None
+    emulator.revoke_user_tokens(orcid)
+    assert run("--config", str(conf), "links", "check", carol).output == f"{carol}\trevoked\n"
+    assert service.store.links.get(carol).status == "revoked"
+
+
 def test_stats_and_key_rotation(setup):
     conf, service, old_key = setup
     stats = json.loads(run("--config", str(conf), "stats", "--json").output)

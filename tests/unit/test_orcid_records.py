@@ -8,6 +8,7 @@ from satosa_orcid_plugin.errors import (
     OrcidApiError,
     OrcidOAuthError,
     OrcidProtocolError,
+    OrcidUnavailable,
     OrcidValidationError,
     TokenRevoked,
 )
@@ -90,3 +91,19 @@ def test_affiliation_summaries_skip_what_has_no_put_code():
     assert (summary.start, summary.end, summary.org_id) == ("2021-09", None, "https://ror.org/05qwgg493")
     assert summary.has_self_id("s1") and not summary.has_self_id("s2")
     assert affiliation_summaries("education", body) == []
+
+
+def test_only_a_401_invalid_token_is_a_revocation():
+    # ORCID-Source OrcidBearerTokenFilter: introspection that fails is a 401 invalid_token too,
+    # but says so; the worker retries it instead of marking the link revoked.
+    unlooked = member_error("employment.post", 401, {
+        "error": "invalid_token",
+        "error_description": "Invalid access token: Unable to obtain information from the authorization server: 5e1f-secret"})
+    assert isinstance(unlooked, OrcidUnavailable) and "5e1f-secret" not in str(unlooked)
+    forbidden = member_error("employments.get", 403, {"error": "forbidden", "error_description": "Forbidden"})
+    assert not isinstance(forbidden, TokenRevoked) and forbidden.status == 403
+    assert not isinstance(oauth_error("userinfo", 403, {"error": "access_denied",
+                                                        "error-description": "access_token is invalid"}), TokenRevoked)
+    assert not isinstance(oauth_error("userinfo", 400, {"error": "invalid_token"}), TokenRevoked)
+    echoed = oauth_error("userinfo", 401, {"error": "invalid_token", "error_description": "Invalid access token: 5e1f-secret"})
+    assert isinstance(echoed, TokenRevoked) and "5e1f-secret" not in str(echoed)
