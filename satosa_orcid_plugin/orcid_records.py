@@ -122,11 +122,11 @@ def fuzzy_date(value: PartialDate) -> dict[str, Any]:
 
 
 def organization(org: Mapping[str, Any]) -> dict[str, Any]:
-    """``common:organization``: name, address (city and country required, region optional)
-    and the disambiguated organisation (identifier and source)."""
-    address: dict[str, str] = {"city": org["city"], "country": org["country"]}
-    if org.get("region"):
-        address = {"city": org["city"], "region": org["region"], "country": org["country"]}
+    """``common:organization``: name, address (city and country required by ORCID, 9060;
+    region optional) and the disambiguated organisation (identifier and source). A blank
+    address part is left out: the schema's ``long-text`` cannot be empty (ORCID would answer
+    9047 instead of naming the missing city)."""
+    address = {k: org[k] for k in ("city", "region", "country") if isinstance(org.get(k), str) and org[k].strip()}
     return {
         "name": org["name"],
         "address": address,
