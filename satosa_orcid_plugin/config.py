@@ -52,7 +52,7 @@ DEFAULT_EXTERNAL_ID_TYPE = "other-id"
 # (https://info.orcid.org/ufaqs/what-are-the-api-limits/); the defaults leave room for
 # requests already on the wire when several workers share the bucket.
 ORCID_RATE_LIMIT, ORCID_BURST = 24.0, 40
-MAX_TEXT = 1000  # department-name and role-title length limit in the v3.0 schema
+MAX_TEXT = 4000  # orcid-model common-3.0.xsd ``long-text`` (department-name, role-title, organization name)
 
 _ISO_COUNTRIES = frozenset("""
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ

@@ -158,10 +158,10 @@ def affiliation_body(state: Mapping[str, Any], self_id: str, *, put_code: int | 
     if not state.get("present") and state.get("end"):
         end = PartialDate.parse(state["end"])
         if end is not None:
-            if start is None:
-                body["start-date"] = fuzzy_date(end)  # ORCID: an end-date needs a start-date
-            elif start.after(end):
-                end = start  # ORCID: start must not be after end
+            # An end date alone is fine (v3 ActivityValidator.validateAffiliation has no
+            # missing-start rule for affiliations); start after end would be 400 9055.
+            if start is not None and start.after(end):
+                end = start
             body["end-date"] = fuzzy_date(end)
     body["organization"] = organization(state["organization"])
     body["external-ids"] = {"external-id": [{
