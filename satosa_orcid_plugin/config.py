@@ -38,6 +38,9 @@ ON_ERROR = ("continue", "fail")
 MODES = ("ask", "require", "never")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# ORCID's documented SAML SP (https://info.orcid.org/documentation/integration-guide/
+# sign-into-orcid-with-institutional-credentials/). ORCID publishes no sandbox entity ID, so a
+# sandbox configuration has no default: it names ORCID's sandbox SP itself (check-config says so).
 DEFAULT_ORCID_REQUESTERS = ("https://orcid.org/saml2/sp/1",)
 
 # affiliations:
@@ -417,7 +420,7 @@ def parse_config(raw: Any) -> PluginConfig:
         decline=DeclineSettings(not_now_seconds=d.duration("not_now", 30 * 86400)),
         flow_ttl_seconds=root.duration("flow_ttl", 1800),
         # skip_blank: an empty !ENV SATOSA_ORCID_EMULATOR_SP entry (the shipped YAML) is ignored
-        orcid_requesters=root.list("orcid_requesters", DEFAULT_ORCID_REQUESTERS, skip_blank=True),
+        orcid_requesters=root.list("orcid_requesters", () if orcid.sandbox else DEFAULT_ORCID_REQUESTERS, skip_blank=True),
         redirect_base=(
             _check_url(root, "redirect_base", root.str("redirect_base"), https_only=False)
             if root.has("redirect_base")
