@@ -553,6 +553,9 @@ def parse_affiliations(raw: Any, path: str = "affiliations") -> AffiliationSetti
 def _parse_organization(s: _Section) -> Organization:
     name = s.str("name", required=True)
     city = s.str("city", required=True)  # ORCID: 9060 without city and country
+    for key, value in (("city", city), ("region", s.str("region"))):
+        if value and len(value) > MAX_TEXT:  # common-3.0.xsd long-text; ORCID: 400 9047
+            raise ConfigError(s.key(key), f"must be at most {MAX_TEXT} characters (ORCID's limit)")
     country = s.str("country", required=True).upper()
     if country not in _ISO_COUNTRIES:
         raise ConfigError(s.key("country"), "must be an ISO 3166-1 alpha-2 country code such as US or DE")

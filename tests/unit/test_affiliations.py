@@ -14,7 +14,7 @@ from satosa_orcid_plugin.affiliations import (
     self_external_id,
     state_hash,
 )
-from satosa_orcid_plugin.config import AffiliationSettings, parse_affiliations
+from satosa_orcid_plugin.config import AffiliationSettings, ConfigError, parse_affiliations
 from satosa_orcid_plugin.orcid_records import affiliation_body
 
 LINKED = datetime(2024, 3, 5, 10, 0, tzinfo=timezone.utc)
@@ -82,6 +82,9 @@ def test_long_values_are_cut_to_orcids_limit():
     items = desired_items(settings(), {"edupersonaffiliation": ["staff"], "ou": ["x" * 4500], "title": ["y" * 3999]}, LINKED)
     assert len(items[0].department) == 4000 and len(items[0].role) == 3999
     assert len(settings(organization={**ORG, "name": "U" * 4500}).organization.name) == 4000
+    for key in ("city", "region"):  # long-text too, but cutting an address would change it: refused
+        with pytest.raises(ConfigError, match=f"affiliations.organization.{key}"):
+            settings(organization={**ORG, key: "C" * 4001})
 
 
 def test_an_item_with_an_end_date_and_no_start_date_is_sent_as_it_is():
