@@ -38,6 +38,9 @@ ON_ERROR = ("continue", "fail")
 MODES = ("ask", "require", "never")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# ORCID's documented SAML SP (https://info.orcid.org/documentation/integration-guide/
+# sign-into-orcid-with-institutional-credentials/). ORCID publishes no sandbox entity ID, so a
+# sandbox configuration has no default: it names ORCID's sandbox SP itself (check-config says so).
 DEFAULT_ORCID_REQUESTERS = ("https://orcid.org/saml2/sp/1",)
 
 # affiliations:
@@ -52,7 +55,7 @@ DEFAULT_EXTERNAL_ID_TYPE = "other-id"
 # (https://info.orcid.org/ufaqs/what-are-the-api-limits/); the defaults leave room for
 # requests already on the wire when several workers share the bucket.
 ORCID_RATE_LIMIT, ORCID_BURST = 24.0, 40
-MAX_TEXT = 1000  # department-name and role-title length limit in the v3.0 schema
+MAX_TEXT = 4000  # orcid-model common-3.0.xsd ``long-text`` (department-name, role-title, organization name)
 
 _ISO_COUNTRIES = frozenset("""
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
@@ -417,7 +420,7 @@ def parse_config(raw: Any) -> PluginConfig:
         decline=DeclineSettings(not_now_seconds=d.duration("not_now", 30 * 86400)),
         flow_ttl_seconds=root.duration("flow_ttl", 1800),
         # skip_blank: an empty !ENV SATOSA_ORCID_EMULATOR_SP entry (the shipped YAML) is ignored
-        orcid_requesters=root.list("orcid_requesters", DEFAULT_ORCID_REQUESTERS, skip_blank=True),
+        orcid_requesters=root.list("orcid_requesters", () if orcid.sandbox else DEFAULT_ORCID_REQUESTERS, skip_blank=True),
         redirect_base=(
             _check_url(root, "redirect_base", root.str("redirect_base"), https_only=False)
             if root.has("redirect_base")
@@ -550,6 +553,9 @@ def parse_affiliations(raw: Any, path: str = "affiliations") -> AffiliationSetti
 def _parse_organization(s: _Section) -> Organization:
     name = s.str("name", required=True)
     city = s.str("city", required=True)  # ORCID: 9060 without city and country
+    for key, value in (("city", city), ("region", s.str("region"))):
+        if value and len(value) > MAX_TEXT:  # common-3.0.xsd long-text; ORCID: 400 9047
+            raise ConfigError(s.key(key), f"must be at most {MAX_TEXT} characters (ORCID's limit)")
     country = s.str("country", required=True).upper()
     if country not in _ISO_COUNTRIES:
         raise ConfigError(s.key("country"), "must be an ISO 3166-1 alpha-2 country code such as US or DE")

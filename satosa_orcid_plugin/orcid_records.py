@@ -208,11 +208,11 @@ def fuzzy_date(value: PartialDate) -> dict[str, Any]:
 
 
 def organization(org: Mapping[str, Any]) -> dict[str, Any]:
-    """``common:organization``: name, address (city and country required, region optional)
-    and the disambiguated organisation (identifier and source)."""
-    address: dict[str, str] = {"city": org["city"], "country": org["country"]}
-    if org.get("region"):
-        address = {"city": org["city"], "region": org["region"], "country": org["country"]}
+    """``common:organization``: name, address (city and country required by ORCID, 9060;
+    region optional) and the disambiguated organisation (identifier and source). A blank
+    address part is left out: the schema's ``long-text`` cannot be empty (ORCID would answer
+    9047 instead of naming the missing city)."""
+    address = {k: org[k] for k in ("city", "region", "country") if isinstance(org.get(k), str) and org[k].strip()}
     return {
         "name": org["name"],
         "address": address,
@@ -244,10 +244,10 @@ def affiliation_body(state: Mapping[str, Any], self_id: str, *, put_code: int | 
     if not state.get("present") and state.get("end"):
         end = PartialDate.parse(state["end"])
         if end is not None:
-            if start is None:
-                body["start-date"] = fuzzy_date(end)  # ORCID: an end-date needs a start-date
-            elif start.after(end):
-                end = start  # ORCID: start must not be after end
+            # An end date alone is fine (v3 ActivityValidator.validateAffiliation has no
+            # missing-start rule for affiliations); start after end would be 400 9055.
+            if start is not None and start.after(end):
+                end = start
             body["end-date"] = fuzzy_date(end)
     body["organization"] = organization(state["organization"])
     body["external-ids"] = {"external-id": [{

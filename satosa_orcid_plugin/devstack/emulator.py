@@ -1,10 +1,11 @@
 """An offline emulator of ORCID's public OAuth 2.0 / OpenID Connect behaviour.
 
 It is a plain WSGI app (werkzeug) for tests, the demo stack and local development. It follows
-``shared/docs/orcid-facts.md`` sections 1-4, and is strict wherever ORCID is strict: exact
-redirect URIs, single-use codes whose reuse revokes the tokens they produced, the redirect URI
-repeated at the token endpoint, ``client_secret_post`` only, member-only scopes, a string
-``amr`` and a bare-iD ``sub``.
+ORCID's public sources (ORCID-Source, orcid-model, orcid-angular), and is as strict and as
+lenient as ORCID: redirect URIs matched by scheme, host, port and path prefix
+(``OrcidOauthRedirectResolver``), single-use codes whose reuse revokes the tokens they
+produced, the redirect URI repeated at the token endpoint, client credentials in the form or
+an ``Authorization: Basic`` header, member-only scopes, a string ``amr`` and a bare-iD ``sub``.
 
 Endpoints (relative to ``issuer``):
 
@@ -99,7 +100,41 @@ class ClientRegistration:
     connect_redirect_uri: str | None = None  # the "institutional-sign-in" redirect URI (§6.2)
 
     def accepts_redirect(self, uri: str) -> bool:
-        return uri in self.redirect_uris or (self.connect_redirect_uri is not None and uri == self.connect_redirect_uri)
+        registered = self.redirect_uris + ([self.connect_redirect_uri] if self.connect_redirect_uri else [])
+        return any(redirect_matches(uri, r.strip()) for r in registered)
+
+
+def _clean_path(path: str) -> str:
+    """Spring's ``StringUtils.cleanPath`` for a URL path: ``.`` segments dropped, ``..`` segments
+    resolved; empty segments (a trailing ``/``) are kept."""
+    out: list[str] = []
+    for part in path.split("/"):
+        if part == ".":
+            continue
+        if part == ".." and len(out) > 1 and out[-1] != "..":
+            out.pop()
+            continue
+        out.append(part)
+    return "/".join(out)
+
+
+def redirect_matches(requested: str, registered: str) -> bool:
+    """ORCID-Source ``OrcidOauthRedirectResolver.redirectMatches``: same scheme, user info, host
+    and port (an absent port is not the default port), and the requested path starts with the
+    registered one (a plain string prefix after ``cleanPath``); query and fragment are ignored."""
+    try:
+        a, b = urlsplit(requested), urlsplit(registered)
+        ports = (a.port, b.port)
+    except ValueError:
+        return False
+
+    def raw(uri: str, netloc: str) -> tuple[str, str, str]:  # as written: Spring compares case-sensitively
+        userinfo, _, hostport = netloc.rpartition("@")
+        host = hostport.rsplit(":", 1)[0] if not hostport.endswith("]") else hostport
+        return uri.split(":", 1)[0], userinfo, host
+
+    return (raw(requested, a.netloc) == raw(registered, b.netloc) and ports[0] == ports[1]
+            and _clean_path(a.path).startswith(_clean_path(b.path)))
 
 
 @dataclass
@@ -371,7 +406,8 @@ class Emulator:
 
     def signing_public_jwk(self) -> dict[str, str]:
         jwk = _public_jwk(self._key)
-        return {"kty": "RSA", "e": jwk["e"], "use": "sig", "kid": self.kid, "n": jwk["n"]}
+        # ORCID-Source orcid-web/ORCID_AUTH_WITH_OPENID_CONNECT.md: the published key carries "alg": "RS256"
+        return {"kty": "RSA", "e": jwk["e"], "use": "sig", "kid": self.kid, "alg": "RS256", "n": jwk["n"]}
 
     # ---- WSGI ----
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -497,14 +533,14 @@ class Emulator:
             )
         state = q.get("state")
         response_type = q.get("response_type", "")
-        if response_type != "code":
-            return self._redirect(redirect_uri, [("error", "unsupported_response_type"), (
-                "error_description", f"Unsupported response type: {response_type or '(none)'}; the emulator only implements the code flow"),
-                ("state", state)], fragment=True)
+        # orcid-angular src/app/core/oauth/oauth.service.ts: the errors "handled by the client
+        # application" (invalid_scope, unsupported_response_type) go back as
+        # ``{redirect_uri}#error={error}``: in the fragment, no state, no description.
+        if response_type != "code":  # the emulator only implements the code flow
+            return self._redirect(redirect_uri, [("error", "unsupported_response_type")], fragment=True)
         scopes = tuple(dict.fromkeys(q.get("scope", "").replace("+", " ").split()))
-        problem = self._scope_problem(client, scopes)
-        if problem:
-            return self._redirect(redirect_uri, [("error", "invalid_scope"), ("error_description", problem), ("state", state)])
+        if self._scope_problem(client, scopes):
+            return self._redirect(redirect_uri, [("error", "invalid_scope")], fragment=True)
         lang = q.get("lang") if q.get("lang") in LANGS else "en"
         prefill = {k: q[k] for k in ("given_names", "family_names", "email", "orcid") if q.get(k)}
         now = self.clock()
@@ -539,7 +575,9 @@ class Emulator:
         now = self.clock()
         with self._lock:
             return any(
-                t.client_id == client_id and t.orcid == orcid and t.active(now) and set(scopes) <= set(t.scopes)
+                # ORCID-Source OrcidRandomValueTokenServicesImpl.longLifeTokenExist: a long-lived
+                # token with exactly the same scope set (containsAll both ways), not a superset.
+                t.client_id == client_id and t.orcid == orcid and t.active(now) and set(scopes) == set(t.scopes)
                 for t in self._tokens.values()
             )
 
@@ -673,9 +711,15 @@ class Emulator:
 
     # ---- token endpoint ----
     def _client(self, request: Request) -> ClientRegistration:
-        """client_secret_post only (discovery: token_endpoint_auth_methods_supported)."""
+        """The client's credentials from the form (``client_secret_post``, the method discovery
+        names) or an ``Authorization: Basic`` header: ORCID-Source ``orcid-frontend-security.xml``
+        and ``orcid-api-security-context.xml`` put ``<sec:http-basic>`` on /oauth/token and
+        /oauth/revoke beside the form-parameter filter."""
         client_id = request.form.get("client_id")
         secret = request.form.get("client_secret")
+        auth = request.authorization
+        if auth is not None and auth.type == "basic" and not client_id and not secret:
+            client_id, secret = auth.username, auth.password
         if not client_id and not secret:
             raise Reply(_json({"error": "unauthorized", "error_description": "Full authentication is required to access this resource"},
                                401, **{"WWW-Authenticate": 'Bearer realm="orcid", error="unauthorized"'}))
@@ -783,7 +827,8 @@ class Emulator:
             "scope": " ".join(token.scopes),
         }
         if token.orcid is not None:
-            body["name"] = account.public_name if account else None
+            # ORCID-Source ProfileEntityManagerImpl.retrivePublicDisplayName: "" when not public
+            body["name"] = (account.public_name if account else None) or ""
         body["orcid"] = token.orcid
         if id_token is not None:
             body["id_token"] = id_token
@@ -865,7 +910,9 @@ class Emulator:
                 or not {"openid", "/authenticate"} & set(token.scopes)):
             return _json({"error": "access_denied", "error-description": "access_token is invalid"}, 403)
         account = self.accounts[token.orcid]
-        body: dict[str, Any] = {"id": f"https://{RECORD_HOST}/{token.orcid}", "sub": token.orcid}
+        # ORCID-Source OpenIDConnectUserInfo: id = org.orcid.core.baseUri + "/" + iD, the
+        # registry's own base URL (https://sandbox.orcid.org/... on sandbox): here the issuer.
+        body: dict[str, Any] = {"id": f"{self.issuer}/{token.orcid}", "sub": token.orcid}
         if account.names_public:
             if account.credit_name:
                 body["name"] = account.credit_name
@@ -887,8 +934,9 @@ class Emulator:
     # ---- member API (stub; the token model is shared with the affiliation API to come) ----
     def _api_token(self, request: Request, orcid: str) -> Token:
         value = self._bearer(request)
-        if value is None:
-            raise Reply(_json({"error": "unauthorized", "error_description": "Full authentication is required to access this resource"}, 401))
+        if value is None:  # ORCID-Source APIAuthenticationEntryPoint: no authentication at all is 403 "forbidden"
+            raise Reply(_json({"error": "forbidden", "error_description": "Forbidden: The server understood the request "
+                                                                        "but refuses to authorize it."}, 403))
         now = self.clock()
         with self._lock:
             token = self._tokens.get(value)

@@ -10,13 +10,26 @@ Faithful to ``orcid-facts.md`` §4 where it matters to an integration:
   with ``put-code`` and ``source.source-client-id.path``.
 * validation with ORCID's error bodies: 9046 no organisation, 9045 disambiguated organisation
   missing or unknown (a small built-in org list with real ROR ids), 9060 no city/country,
-  9047 unreadable JSON.
-* 409 9021 when the same client posts an item of the same kind with an equal ``self``
-  external id, naming the existing put-code; without external ids POSTing twice silently
-  creates two items, as ORCID does.
-* 401 ``invalid_token`` for revoked tokens (a user-revoked token may still DELETE), 403 for
-  a token without ``/activities/update``.
-* rate limit: a token bucket of 24 requests/s, burst 40 -> 503 (counted in ``rate_limited``).
+  9047 unreadable JSON *or* JSON the v3.0 schema refuses (ORCID-Source ``JSONInputValidator``
+  checks JSON input against ``employment-3.0.xsd``/``education-3.0.xsd``: a year outside
+  1900-2100, a month outside 1-12, a day outside 1-31, a blank or over-4,000-character
+  ``common:long-text``), 9049 a date that does not exist (30 February), 9055 a start date
+  after the end date. An end date without a start date is accepted (ORCID-Source v3
+  ``ActivityValidator.validateAffiliation`` has no missing-start check for affiliations).
+* external ids on affiliations: any non-empty type and value, the relationship optional
+  (when present one of ORCID's ``Relationship`` values); no list of types is checked.
+* 409 9021 when the same client posts an item of the same kind with an equal external id
+  whose relationships are both ``self`` or both absent (``ActivityValidator
+  .checkExternalIdentifiersForDuplicates``), naming the existing put-code; without external
+  ids POSTing twice silently creates two items, as ORCID does.
+* 403 ``forbidden`` without a token (ORCID-Source ``APIAuthenticationEntryPoint``), 401
+  ``invalid_token`` for revoked tokens (a user-revoked token may still DELETE), 403 9038 in
+  ORCID's error shape for a token without ``/activities/update`` (``OrcidSecurityManagerImpl
+  .checkScopes`` throws ``OrcidAccessControlException``, mapped to 403/9038 by
+  ``OrcidCoreExceptionMapper``).
+* rate limit as https://info.orcid.org/ufaqs/what-are-the-api-limits describes it: 24
+  requests/s; up to 40 requests over the rate are queued and slowed down to the rate; beyond
+  that burst the answer is 503 (counted in ``rate_limited``; slowed ones in ``rate_delayed``).
 * faults beyond the emulator's own (``delay``/``status``/``drop`` on endpoint ``api``):
   :meth:`MemberApi.add_fault` with ``when="after_commit"``: the change is stored, then the
   answer is delayed (``delay``; :meth:`release` ends it early) or the connection dropped
@@ -32,6 +45,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
 from werkzeug.wrappers import Request, Response
@@ -67,8 +81,12 @@ KNOWN_ORGS: dict[tuple[str, str], str] = {
     ("GRID", "grid.189504.1"): "Boston University",
     ("FUNDREF", "http://dx.doi.org/10.13039/100000001"): "National Science Foundation",
 }
-EXTERNAL_ID_TYPES = {"other-id", "grant_number", "doi", "uri", "isni", "ror", "proposal-id", "source-work-id", "handle"}
-_DATE_PART = {"year": re.compile(r"^\d{4}$"), "month": re.compile(r"^\d{2}$"), "day": re.compile(r"^\d{2}$")}
+# orcid-model common-3.0.xsd: ``relationship-type`` is checked against orcid-model's
+# ``Relationship`` enum; ``external-id-type`` is only a ``non-empty-string`` on affiliations.
+RELATIONSHIPS = ("self", "part-of", "version-of", "funded-by")
+LONG_TEXT = 4000  # common-3.0.xsd ``long-text``: department-name, role-title, organization name, city, region
+YEARS, MONTHS, DAYS = (1900, 2100), (1, 12), (1, 31)  # common-3.0.xsd ``year``, ``month``, ``day``
+_DIGITS = re.compile(r"^\s*[+-]?\d+\s*$")
 
 
 @dataclass
@@ -81,10 +99,12 @@ class AffiliationItem:
     created: float
     modified: float
 
-    def self_ids(self) -> set[tuple[str, str]]:
+    def self_ids(self) -> set[tuple[str, str, str | None]]:
+        """The external ids ORCID matches duplicates on: relationship ``self``, or none at all
+        (ORCID-Source v3 ``ActivityValidator.areRelationshipsSameAndSelf``)."""
         ids = ((self.body.get("external-ids") or {}).get("external-id") or [])
-        return {(e.get("external-id-type"), e.get("external-id-value")) for e in ids
-                if isinstance(e, dict) and e.get("external-id-relationship") == "self"}
+        return {(e.get("external-id-type"), e.get("external-id-value"), e.get("external-id-relationship"))
+                for e in ids if isinstance(e, dict) and e.get("external-id-relationship") in ("self", None)}
 
 
 @dataclass
@@ -96,22 +116,29 @@ class MemberFault:
     fired: int = 0
 
 
-class TokenBucket:
+class RequestQueue:
+    """ORCID's rate limit (https://info.orcid.org/ufaqs/what-are-the-api-limits): ``rate``
+    requests a second; up to ``burst`` requests over that rate are queued and slowed down to
+    the rate; a request that would make the queue longer than ``burst`` is refused (503).
+
+    :meth:`admit` answers how long the caller must wait before it is served (0.0 when it is
+    within the rate), or None when it is refused.
+    """
+
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.clock = rate, float(burst), clock
-        self.tokens = float(burst)
-        self.at = clock()
+        self.rate, self.burst, self.clock = rate, int(burst), clock
+        self._next = clock()  # when the next request may be served at the rate
         self._lock = threading.Lock()
 
-    def take(self) -> bool:
+    def admit(self) -> float | None:
         with self._lock:
             now = self.clock()
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-            self.at = now
-            if self.tokens >= 1.0:
-                self.tokens -= 1.0
-                return True
-            return False
+            start = max(now, self._next)
+            waiting = (start - now) * self.rate  # requests already queued ahead of this one
+            if waiting > self.burst + 1e-9:
+                return None
+            self._next = start + 1.0 / self.rate
+            return start - now
 
 
 class MemberApi:
@@ -125,12 +152,15 @@ class MemberApi:
         rate: float = ORCID_RATE,
         burst: int = ORCID_BURST,
         rate_limit: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.emulator = emulator
         self.orgs = dict(KNOWN_ORGS if orgs is None else orgs)
-        self.bucket = TokenBucket(rate, burst)
+        self.queue = RequestQueue(rate, burst)
         self.rate_limit = rate_limit
+        self.sleep = sleep
         self.rate_limited = 0  # 503s sent because of the rate limit
+        self.rate_delayed = 0  # requests held back in ORCID's queue before being served
         self.items: dict[int, AffiliationItem] = {}
         self.faults: list[MemberFault] = []
         self.calls: list[tuple[str, str, int]] = []  # (method, path, status)
@@ -168,7 +198,8 @@ class MemberApi:
             self.faults.clear()
             self.calls.clear()
             self.rate_limited = 0
-            self.bucket = TokenBucket(self.bucket.rate, int(self.bucket.burst))
+            self.rate_delayed = 0
+            self.queue = RequestQueue(self.queue.rate, self.queue.burst, self.queue.clock)
         self._release.set()
 
     @staticmethod
@@ -187,7 +218,12 @@ class MemberApi:
         return response
 
     def _handle(self, request: Request) -> Response:
-        if self.rate_limit and not self.bucket.take():
+        wait = self.queue.admit() if self.rate_limit else 0.0
+        if wait:
+            with self.emulator._lock:
+                self.rate_delayed += 1
+            self.sleep(wait)  # queued: slowed down to the rate, then served
+        if wait is None:
             with self.emulator._lock:
                 self.rate_limited += 1
             raise Reply(Response("<html><head><title>503 Service Temporarily Unavailable</title></head><body>"
@@ -236,15 +272,16 @@ class MemberApi:
         return self._delete(request, orcid, kind, number, token)
 
     def _check_scope(self, method: str, token: "Token", orcid: str) -> None:
+        # ORCID-Source MemberV3ApiServiceDelegatorImpl -> OrcidSecurityManagerImpl.checkScopes:
+        # OrcidAccessControlException, which OrcidCoreExceptionMapper turns into 403 / 9038
+        # (the developer message is api_en.properties' apiError.9038 text, "409 Conflict" and all).
         needed = {WRITE_SCOPE} if method in ("POST", "PUT", "DELETE") else READ_SCOPES
         if method in ("POST", "PUT", "DELETE") and token.orcid != orcid:
             needed = set()  # a client-credentials token cannot write to a record
         if not needed & set(token.scopes):
-            raise Reply(Response(json.dumps({
-                "error": "forbidden",
-                "error_description": "Forbidden: The server understood the request but refuses to authorize it. "
-                                     "Insufficient or wrong scope.",
-            }), 403, content_type="application/json;charset=UTF-8"))
+            raise Reply(self._error(403, 9038, "409 Conflict: The item has a limited or private visibility and your "
+                                      "request doesn't have the required scope.",
+                                      "You don't have the permissions to execute this action."))
 
     # --- handlers -----------------------------------------------------------------------
     def _create(self, request: Request, orcid: str, kind: str, token: "Token") -> Response:
@@ -321,9 +358,12 @@ class MemberApi:
         return body
 
     def _validate(self, body: dict[str, Any], token: "Token") -> None:
-        user = self._user(token)
+        # 1. the v3.0 schema (ORCID-Source JSONInputValidator: JSON is checked against
+        #    employment-3.0.xsd / education-3.0.xsd; any violation is 400 9047).
+        self._check_schema(body)
+        # 2. ORCID-Source v3 ActivityValidator.validateAffiliation, in its order.
         org = body.get("organization")
-        if not isinstance(org, dict) or not str(org.get("name") or "").strip():
+        if not isinstance(org, dict):
             raise Reply(self._error(400, 9046, "400 Bad request: organization must be present and valid",
                                       "No valid organization is included in the data."))
         disamb = org.get("disambiguated-organization")
@@ -337,46 +377,82 @@ class MemberApi:
         address = org.get("address")
         if not isinstance(address, dict) or not str(address.get("city") or "").strip() \
                 or not re.fullmatch(r"[A-Z]{2}", str(address.get("country") or "")):
-            raise Reply(self._error(400, 9060, "400 Bad Request: City and country are required for education/employment.",
+            raise Reply(self._error(400, 9060, "City and country are required for education/employment.",
                                       "City and country are required for education/employment."))
-        start = self._date(body.get("start-date"), "start-date", user)
-        end = self._date(body.get("end-date"), "end-date", user)
-        if end is not None and start is None:
-            raise Reply(self._error(400, 9006, "400 Bad Request: start-date is required when end-date is present",
-                                      user))
-        if start is not None and end is not None and start > end:
-            raise Reply(self._error(400, 9006, "400 Bad Request: start-date must not be after end-date", user))
+        end = self._date(body.get("end-date"))
+        start = self._date(body.get("start-date"))
+        # No check for an end date without a start date: ORCID has that rule for funding and
+        # research resources (MissingStartDateException, 9050), not for affiliations.
+        if start is not None and end is not None and _compare(start, end) > 0:
+            raise Reply(self._error(400, 9055, "400 Bad Request: End date must come after start date.",
+                                      "End date must come after start date."))
+
+    def _check_schema(self, body: dict[str, Any]) -> None:
+        def refuse(why: str) -> None:
+            raise Reply(self._error(400, 9047, f"400 Bad request: invalid JSON - {why}", "Invalid JSON."))
+
+        def long_text(value: Any, name: str, required: bool = False) -> None:
+            if value is None:
+                if required:
+                    refuse(f"'{name}' is required")
+                return
+            if not isinstance(value, str) or not value.strip():
+                refuse(f"'{name}' must be a non-empty string")
+            if len(value) > LONG_TEXT:
+                refuse(f"Value with length = '{len(value)}' is not facet-valid with respect to maxLength "
+                       f"'{LONG_TEXT}' for type 'long-text' ({name}).")
+
         for key in ("department-name", "role-title"):
-            if body.get(key) is not None and (not isinstance(body[key], str) or len(body[key]) > 1000):
-                raise Reply(self._error(400, 9006, f"400 Bad Request: {key} must be a string of at most 1000 characters",
-                                          user))
+            long_text(body.get(key), key)
+        org = body.get("organization")
+        if isinstance(org, dict):
+            long_text(org.get("name"), "organization/name", required=True)
+            address = org.get("address")
+            if isinstance(address, dict):
+                long_text(address.get("city"), "city")
+                long_text(address.get("region"), "region")
+        for key in ("start-date", "end-date"):
+            value = body.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not isinstance(value.get("year"), dict):
+                refuse(f"'{key}' needs a year")
+            parts = [value.get(p) for p in ("year", "month", "day")]
+            if parts[2] is not None and parts[1] is None:
+                refuse(f"'{key}' has a day without a month")
+            for part, node, (low, high) in zip(("year", "month", "day"), parts, (YEARS, MONTHS, DAYS)):
+                if node is None:
+                    continue
+                text = node.get("value") if isinstance(node, dict) else None
+                if not isinstance(text, str) or not _DIGITS.match(text) or not low <= int(text) <= high:
+                    refuse(f"Value '{text}' is not facet-valid with respect to the range {low}-{high} "
+                           f"for type '{part}' ({key}).")
         ext = body.get("external-ids")
         for e in ((ext or {}).get("external-id") or []) if isinstance(ext, dict) else []:
-            if not isinstance(e, dict) or e.get("external-id-type") not in EXTERNAL_ID_TYPES \
-                    or not e.get("external-id-value") or e.get("external-id-relationship") not in ("self", "part-of", "version-of", "funded-by"):
-                raise Reply(self._error(400, 9006, "400 Bad Request: invalid external identifier (type, value and "
-                                          "relationship are required; the type must be one of ORCID's identifier types)", user))
+            if not isinstance(e, dict):
+                refuse("external-id must be an object")
+            for key in ("external-id-type", "external-id-value"):
+                if not isinstance(e.get(key), str) or not e[key].strip():
+                    refuse(f"'{key}' must be a non-empty string")
+            if e.get("external-id-relationship") is not None and e["external-id-relationship"] not in RELATIONSHIPS:
+                refuse(f"unknown external-id-relationship '{e['external-id-relationship']}'")
         if body.get("visibility") not in (None, "public", "limited", "registered-only", "private"):
-            raise Reply(self._error(400, 9006, "400 Bad Request: invalid visibility", user))
+            refuse("invalid visibility")
 
-    def _date(self, value: Any, name: str, user: str) -> tuple[int, int, int] | None:
+    def _date(self, value: Any) -> tuple[int, int | None, int | None] | None:
+        """A fuzzy date (already schema-checked) or 400 9049 when it does not exist
+        (ORCID-Source ``ActivityValidator.validateFuzzyDate``: ``yyyy-MM-dd`` parsed strictly)."""
         if value is None:
             return None
-        parts = []
-        ok = isinstance(value, dict) and isinstance(value.get("year"), dict)
-        for part in ("year", "month", "day"):
-            node = value.get(part) if isinstance(value, dict) else None
-            if node is None:
-                parts.append(0)
-                continue
-            text = node.get("value") if isinstance(node, dict) else None
-            if not isinstance(text, str) or not _DATE_PART[part].match(text):
-                ok = False
-                break
-            parts.append(int(text))
-        if not ok:
-            raise Reply(self._error(400, 9006, f"400 Bad Request: invalid {name}", user))
-        return tuple(parts)  # type: ignore[return-value]
+        year, month, day = (int(value[p]["value"]) if isinstance(value.get(p), dict) else None
+                            for p in ("year", "month", "day"))
+        if day is not None:
+            try:
+                date(year, month or 1, day)
+            except ValueError:
+                shown = "-".join(str(value[p]["value"]) for p in ("year", "month", "day"))
+                raise Reply(self._error(400, 9049, f"400 Bad request: invalid date: {shown} ", "Invalid date")) from None
+        return (year, month, day)
 
     def _check_duplicates(self, orcid: str, kind: str, body: dict[str, Any], token: "Token", exclude: int | None) -> None:
         wanted = AffiliationItem(0, orcid, kind, token.client_id, body, 0, 0).self_ids()
@@ -469,6 +545,17 @@ class MemberApi:
                                     "error-code": code, "more-info": _MORE_INFO}), status, content_type=_JSON)
 
 
+def _compare(a: tuple[int, int | None, int | None], b: tuple[int, int | None, int | None]) -> int:
+    """ORCID-Source ``FuzzyDateUtils.compareTo``: year, then month, then day; a part missing on
+    either side ends the comparison as equal."""
+    for x, y in zip(a, b):
+        if x is None or y is None:
+            return 0
+        if x != y:
+            return -1 if x < y else 1
+    return 0
+
+
 _ATTACH_LOCK = threading.Lock()
 
 
@@ -484,4 +571,4 @@ def member_api_for(emulator: "Emulator") -> MemberApi:
     return api
 
 
-__all__ = ["MemberApi", "AffiliationItem", "KNOWN_ORGS", "member_api_for"]
+__all__ = ["MemberApi", "AffiliationItem", "KNOWN_ORGS", "RequestQueue", "member_api_for"]

@@ -5,7 +5,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_config
+from ..config import DEFAULT_ORCID_REQUESTERS, parse_config
 from ..errors import ConfigError
 from .cookie_size import check_config_warnings
 from .discovery import PLUGIN_MODULES, load_yaml
@@ -76,6 +76,10 @@ def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
                 if not orcid_attr.get("openid"):
                     warnings.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.openid: not set, OIDC "
                                     "clients will not receive the iD (use eduperson_orcid)")
+            if cfg.orcid.sandbox and not set(cfg.orcid_requesters) - set(DEFAULT_ORCID_REQUESTERS):
+                problems.append(f"{where}.config.orcid_requesters: the environment is sandbox but no sandbox SAML SP "
+                                "is listed; ORCID publishes no sandbox entity ID, so configure it explicitly (README: "
+                                "'Institutional sign-in on the sandbox')")
             if cfg.user_key_attribute not in attrs:
                 problems.append(f"{where}.config.user_key_attribute: {cfg.user_key_attribute!r} is not an internal attribute")
             for f in frontends:

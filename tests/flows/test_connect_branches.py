@@ -334,8 +334,8 @@ def test_an_unknown_pending_cookie_is_ignored(satosa_app, demo_sp, start_login, 
 
 def test_the_shipped_config_names_orcids_saml_sps_and_the_emulators(satosa_config, demo_layout):
     requesters = plugin_config(satosa_config)["orcid_requesters"]
-    assert requesters[:2] == ["https://orcid.org/saml2/sp/1", "https://sandbox.orcid.org/saml2/sp/1"]
-    assert requesters[2] == demo_layout.emulator_sp_entity_id == f"{demo_layout.emulator_url}/saml2/sp/1"
+    assert requesters[:1] == ["https://orcid.org/saml2/sp/1"]  # no guessed sandbox SP
+    assert requesters[1] == demo_layout.emulator_sp_entity_id == f"{demo_layout.emulator_url}/saml2/sp/1"
 
 
 def test_deployments_without_the_emulator_can_leave_its_variable_empty(demo_layout):
@@ -344,5 +344,4 @@ def test_deployments_without_the_emulator_can_leave_its_variable_empty(demo_layo
 
     env = {**demo_layout.env(), "SATOSA_ORCID_EMULATOR_SP": ""}
     raw = next(m for m in load_proxy_config(demo_layout.proxy_conf_dir, env)["MICRO_SERVICES"] if m["name"] == "orcid")
-    assert parse_config(raw["config"]).orcid_requesters == (
-        "https://orcid.org/saml2/sp/1", "https://sandbox.orcid.org/saml2/sp/1")
+    assert parse_config(raw["config"]).orcid_requesters == ("https://orcid.org/saml2/sp/1",)

@@ -351,6 +351,36 @@ def test_a_missing_city_is_parked_with_9060(env):
     assert row.status == PARKED and "9060" in row.last_error
 
 
+@pytest.mark.parametrize(("code", "message"), [
+    (9055, "400 Bad Request: End date must come after start date."),  # StartDateAfterEndDateException
+    (9049, "400 Bad request: invalid date: 2025-02-30 "),  # InvalidFuzzyDateException
+])
+def test_orcids_date_errors_are_parked_with_orcids_message_and_not_retried(env, code, message):
+    # ORCID-Source OrcidCoreExceptionMapper / api_en.properties: 400 with error-code 9055 or 9049.
+    env.link("alice@example.org", JOSIAH, FACULTY)
+    body = json.dumps({"response-code": 400, "developer-message": message, "user-message": "Invalid date",
+                       "error-code": code, "more-info": "https://members.orcid.org/api/resources/troubleshooting"})
+    env.emulator.faults.add(endpoint="api", kind="status", status=400, body=body,
+                            content_type="application/vnd.orcid+json;charset=UTF-8", times=1)
+    assert env.worker.run_once().parked == 1
+    [row] = env.items()
+    assert row.status == PARKED and str(code) in row.last_error and message.strip() in row.last_error
+    assert env.worker.run_once().claimed == 0
+    assert env.on_record(JOSIAH) == []
+
+
+def test_an_end_dated_item_without_a_start_date_reaches_the_record(env):
+    env.link("alice@example.org", JOSIAH, FACULTY)
+    token = env.store.tokens_for("alice@example.org").access_token
+    ended = {"organization": {"name": "Boston University", "address": {"city": "Boston", "country": "US"},
+                              "disambiguated-organization": {"disambiguated-organization-identifier": ORG["disambiguated_id"],
+                                                             "disambiguation-source": "ROR"}},
+             "end-date": {"year": {"value": "2020"}}, "department-name": "D" * 4000}
+    put_code = env.client.post_affiliation(JOSIAH, "employment", ended, token)
+    [item] = env.on_record(JOSIAH)
+    assert item.put_code == put_code and "start-date" not in item.body and len(item.body["department-name"]) == 4000
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_server_errors_are_retried_with_backoff(env, status):
     env.link("alice@example.org", JOSIAH, FACULTY)

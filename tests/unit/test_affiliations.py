@@ -14,7 +14,7 @@ from satosa_orcid_plugin.affiliations import (
     self_external_id,
     state_hash,
 )
-from satosa_orcid_plugin.config import AffiliationSettings, parse_affiliations
+from satosa_orcid_plugin.config import AffiliationSettings, ConfigError, parse_affiliations
 from satosa_orcid_plugin.orcid_records import affiliation_body
 
 LINKED = datetime(2024, 3, 5, 10, 0, tzinfo=timezone.utc)
@@ -78,8 +78,34 @@ def test_start_date_from_an_attribute_or_the_link_date(value, expected):
 
 
 def test_long_values_are_cut_to_orcids_limit():
-    items = desired_items(settings(), {"edupersonaffiliation": ["staff"], "ou": ["x" * 1500]}, LINKED)
-    assert len(items[0].department) == 1000
+    # orcid-model common-3.0.xsd: department-name and role-title are ``long-text``, 4,000 characters
+    items = desired_items(settings(), {"edupersonaffiliation": ["staff"], "ou": ["x" * 4500], "title": ["y" * 3999]}, LINKED)
+    assert len(items[0].department) == 4000 and len(items[0].role) == 3999
+    assert len(settings(organization={**ORG, "name": "U" * 4500}).organization.name) == 4000
+    for key in ("city", "region"):  # long-text too, but cutting an address would change it: refused
+        with pytest.raises(ConfigError, match=f"affiliations.organization.{key}"):
+            settings(organization={**ORG, key: "C" * 4001})
+
+
+def test_an_item_with_an_end_date_and_no_start_date_is_sent_as_it_is():
+    # ORCID accepts it (v3 ActivityValidator.validateAffiliation has no missing-start rule for
+    # affiliations), so no start date is invented from the end date.
+    s = settings()
+    item = desired_items(s, {"edupersonaffiliation": ["staff"]}, LINKED)[0]
+    state = {**gone_state(present_state(s, item), date(2025, 6, 30), "end_date"), "start": None}
+    body = affiliation_body(state, "id", put_code=7)
+    assert "start-date" not in body
+    assert body["end-date"] == {"year": {"value": "2025"}, "month": {"value": "06"}, "day": {"value": "30"}}
+
+
+@pytest.mark.parametrize(("stored", "sent"), [("2100-12-31", "2100"), ("1900", "1900"), ("2101-01-01", None),
+                                               ("1899-12-31", None)])
+def test_years_outside_1900_to_2100_are_never_sent(stored, sent):
+    # orcid-model common-3.0.xsd ``year``: 1900-2100; ORCID would answer 400 9047.
+    s = settings()
+    state = {**present_state(s, desired_items(s, {"edupersonaffiliation": ["staff"]}, LINKED)[0]), "start": stored}
+    body = affiliation_body(state, "id")
+    assert (body["start-date"]["year"]["value"] if "start-date" in body else None) == sent
 
 
 # --- bodies --------------------------------------------------------------------------------

@@ -192,6 +192,24 @@ def test_check_config_names_every_problem(tmp_path, proxy_env_for_check):
     assert "edupersonorcid.saml: use the friendly name eduPersonOrcid" in result.output
 
 
+def test_check_config_wants_orcids_sandbox_sp_named_explicitly(tmp_path, proxy_env_for_check, monkeypatch):
+    # ORCID documents no sandbox SAML SP entity ID: no guessed default, check-config says so.
+    import shutil
+
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(proxy_env_for_check.parent, conf_dir)
+    monkeypatch.setenv("ORCID_ENVIRONMENT", "sandbox")
+    monkeypatch.setenv("SATOSA_ORCID_EMULATOR_SP", "")
+    result = run("check-config", str(conf_dir / "proxy_conf.yaml"))
+    assert result.exit_code == 1
+    assert "MICRO_SERVICES[orcid].config.orcid_requesters: the environment is sandbox but no sandbox SAML SP" in result.output
+    ms = conf_dir / "plugins" / "microservices" / "orcid.yaml"
+    text = ms.read_text()
+    ms.write_text(text.replace("    - https://orcid.org/saml2/sp/1", "    - https://sp.sandbox.example/orcid-sandbox-sp\n"
+                                                                     "    - https://orcid.org/saml2/sp/1", 1))
+    assert "orcid_requesters" not in run("check-config", str(conf_dir / "proxy_conf.yaml")).output
+
+
 def test_console_script_help_works():
     out = subprocess.run([str(Path(sys.executable).parent / "satosa-orcid"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0

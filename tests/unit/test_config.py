@@ -46,6 +46,7 @@ def test_minimal_config_gets_production_defaults():
 
 def test_sandbox_and_emulator_endpoints():
     assert parse_config(cfg(orcid__environment="sandbox")).orcid.base_url == "https://sandbox.orcid.org"
+    assert parse_config(cfg(orcid__environment="sandbox")).orcid_requesters == ()  # ORCID publishes no sandbox SP id
     emu = parse_config(cfg(orcid__environment="emulator", orcid__base_url="http://127.0.0.1:8090/", orcid__client_id="demo"))
     assert emu.orcid.base_url == "http://127.0.0.1:8090"
     assert emu.orcid.issuer == "http://127.0.0.1:8090"

@@ -184,7 +184,9 @@ def test_demo_accounts_have_valid_ids_and_one_private_name():
 
 
 def test_redirect_uri_mismatch_is_an_error_page_not_a_redirect(browser):
-    for wrong in (CB + "/", CB.upper(), "https://evil.example/cb", None):
+    wrong_ones = (CB.upper(), "https://evil.example/cb", CB.replace("https:", "http:"), CB.replace(".org/", ".org:443/"),
+                  "https://sp.example.org/orcid/call", "https://user@sp.example.org/orcid/callback", None)
+    for wrong in wrong_ones:
         page = authorize(browser, redirect_uri=wrong)
         assert page.status_code == 400
         assert "Location" not in page.headers
@@ -202,17 +204,30 @@ def test_unknown_client_is_an_error_page(browser):
 
 @pytest.mark.parametrize("scope", ["/read-limited", "openid /activities/update", "/person/update"])
 def test_public_client_asking_member_scopes_gets_invalid_scope(browser, scope):
+    # orcid-angular src/app/core/oauth/oauth.service.ts: `${redirectUrl}#error=${error}`:
+    # the fragment, no state, no description.
     response = authorize(browser, client=PUBLIC, scope=scope)
     assert response.status_code == 302
-    params = location_params(response)
-    assert params["error"] == ["invalid_scope"]
-    assert "public API clients" in params["error_description"][0]
-    assert params["state"] == ["st-1"]
+    assert response.headers["Location"] == f"{CB}#error=invalid_scope"
     assert authorize(browser, client=MEMBER, scope=scope).status_code == 200  # members may
 
 
 def test_unknown_scope_is_invalid_scope(browser):
-    assert location_params(authorize(browser, scope="/orcid-works/update"))["error"] == ["invalid_scope"]
+    assert authorize(browser, scope="/orcid-works/update").headers["Location"] == f"{CB}#error=invalid_scope"
+
+
+def test_redirect_uri_matches_by_scheme_host_port_and_path_prefix(browser):
+    # ORCID-Source OrcidOauthRedirectResolver.redirectMatches: the registered URI is the root of
+    # the requested one; the query does not matter. The code goes to the requested URI, and the
+    # token endpoint wants that same URI again.
+    for requested in (CB + "/", CB + "/deeper?tenant=a", CB + "?x=1", CB + "-v2"):
+        code = location_params(submit(browser, sign_in(browser, authorize(browser, redirect_uri=requested)),
+                                      "Authorize access"))["code"][0]
+        assert browser.get("/signout").status_code == 200
+        assert exchange(browser, code, redirect_uri=CB).get_json()["error"] == "invalid_grant"
+    code = location_params(submit(browser, sign_in(browser, authorize(browser, redirect_uri=CB + "/deeper")),
+                                  "Authorize access"))["code"][0]
+    assert exchange(browser, code, redirect_uri=CB + "/deeper").status_code == 200
 
 
 def test_plus_separated_scopes_are_accepted(browser):
@@ -225,7 +240,7 @@ def test_plus_separated_scopes_are_accepted(browser):
 def test_implicit_flow_is_refused_in_the_fragment(browser):
     response = authorize(browser, response_type="id_token token")
     assert response.status_code == 302
-    assert "#error=unsupported_response_type" in response.headers["Location"]
+    assert response.headers["Location"] == f"{CB}#error=unsupported_response_type"  # orcid-angular oauth.service.ts
 
 
 def test_skip_consent_when_client_already_holds_a_token(browser):
@@ -241,6 +256,9 @@ def test_skip_consent_when_client_already_holds_a_token(browser):
     assert len(first_and_second) == 2  # both tokens stay valid
     # More scopes than the existing token holds: consent is asked again.
     assert "has asked for the following access" in authorize(browser, scope="openid /activities/update").get_data(as_text=True)
+    # Fewer: also asked again (ORCID-Source OrcidRandomValueTokenServicesImpl.longLifeTokenExist
+    # wants exactly the same scope set).
+    assert "has asked for the following access" in authorize(browser, scope="openid").get_data(as_text=True)
 
 
 def test_no_skip_before_the_code_is_exchanged(browser):
@@ -300,9 +318,10 @@ def test_token_response_has_orcid_shape(browser):
     assert uuid.UUID(body["access_token"]).version == 4 and uuid.UUID(body["refresh_token"]).version == 4
 
 
-def test_private_name_gives_null_name(browser):
+def test_private_name_gives_an_empty_name(browser):
+    # ORCID-Source ProfileEntityManagerImpl.retrivePublicDisplayName: StringUtils.EMPTY
     body = exchange(browser, login_and_grant(browser, username=PRIVATE)).get_json()
-    assert "name" in body and body["name"] is None
+    assert "name" in body and body["name"] == ""
     claims = jwks_verify(browser, body["id_token"])
     assert not {"name", "given_name", "family_name"} & set(claims)
 
@@ -360,11 +379,23 @@ def test_wrong_client_secret_is_401(emu, browser):
                                              "grant_type": "authorization_code", "code": code, "redirect_uri": CB})
     assert bad.status_code == 401
     assert bad.get_json() == {"error": "invalid_client", "error_description": "Bad client credentials"}
-    basic = base64.b64encode(f"{MEMBER.client_id}:{MEMBER.client_secret}".encode()).decode()
-    only_basic = browser.post("/oauth/token", headers={"Authorization": f"Basic {basic}"},
-                              data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB})
-    assert only_basic.status_code == 401  # client_secret_post only
+    wrong_basic = base64.b64encode(f"{MEMBER.client_id}:wrong".encode()).decode()
+    assert browser.post("/oauth/token", headers={"Authorization": f"Basic {wrong_basic}"},
+                        data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB}).status_code == 401
     assert exchange(browser, code).status_code == 200  # a failed client auth does not burn the code
+
+
+def test_client_credentials_in_a_basic_header_are_accepted_at_token_and_revoke(emu, browser):
+    # ORCID-Source orcid-frontend-security.xml / orcid-api-security-context.xml: <sec:http-basic>
+    # on /oauth/token and /oauth/revoke, beside the form-parameter filter.
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{MEMBER.client_id}:{MEMBER.client_secret}".encode()).decode()}
+    code = emu.issue_code_for(MEMBER.client_id, JOSIAH, "openid", CB)
+    token = browser.post("/oauth/token", headers=basic,
+                         data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB})
+    assert token.status_code == 200 and token.get_json()["orcid"] == JOSIAH
+    access = token.get_json()["access_token"]
+    assert browser.post("/oauth/revoke", headers=basic, data={"token": access}).status_code == 200
+    assert browser.post("/oauth/userinfo", data={"access_token": access}).status_code == 403
 
 
 def test_code_of_another_client_is_refused(emu, browser):
@@ -475,13 +506,16 @@ def test_discovery_document(browser):
 
 def test_jwks_shape(browser):
     keys = browser.get("/oauth/jwks").get_json()["keys"]
-    assert len(keys) == 1 and set(keys[0]) == {"kid", "use", "kty", "e", "n"}
+    # ORCID-Source orcid-web/ORCID_AUTH_WITH_OPENID_CONNECT.md: {"kty","e","use","kid","alg":"RS256","n"}
+    assert len(keys) == 1 and set(keys[0]) == {"kid", "use", "kty", "e", "n", "alg"}
+    assert keys[0]["alg"] == "RS256"
     assert keys[0]["kty"] == "RSA" and keys[0]["use"] == "sig" and keys[0]["e"] == "AQAB"
 
 
 def test_userinfo_get_and_post(emu, browser):
     token = exchange(browser, emu.issue_code_for(MEMBER.client_id, JOSIAH, "openid", CB)).get_json()["access_token"]
-    expected = {"id": f"https://orcid.org/{JOSIAH}", "sub": JOSIAH, "name": "Josiah Carberry",
+    # ORCID-Source OpenIDConnectUserInfo: id = the registry's base URL + "/" + iD (here the issuer)
+    expected = {"id": f"{ISSUER}/{JOSIAH}", "sub": JOSIAH, "name": "Josiah Carberry",
                 "family_name": "Carberry", "given_name": "Josiah"}
     assert browser.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).get_json() == expected
     assert browser.post("/oauth/userinfo", data={"access_token": token}).get_json() == expected
@@ -522,7 +556,9 @@ def test_record_read_and_errors(emu, browser):
         assert browser.get(f"/v3.0/{JOSIAH}/record", headers=no_json).status_code == 406
     orcid_json = {"Authorization": f"Bearer {token}", "Accept": "application/orcid+json"}
     assert browser.get(f"/v3.0/{JOSIAH}/record", headers=orcid_json).mimetype == "application/orcid+json"
-    assert browser.get(f"/v3.0/{JOSIAH}/record", headers={"Accept": "application/json"}).status_code == 401
+    # ORCID-Source APIAuthenticationEntryPoint: no token at all is 403 "forbidden"
+    no_token = browser.get(f"/v3.0/{JOSIAH}/record", headers={"Accept": "application/json"})
+    assert no_token.status_code == 403 and no_token.get_json()["error"] == "forbidden"
     assert browser.get(f"/v3.0/{JOSIAH}/record", headers={**headers, "Authorization": "Bearer " + str(uuid.uuid4())}).status_code == 401
 
 
