@@ -68,7 +68,7 @@ __all__ = [
     "make_app_from_env",
 ]
 
-TOKEN_EXPIRES_IN = 631138518  # ~20 years (orcid-facts §1.5)
+TOKEN_EXPIRES_IN = 631138518  # ~20 years: the expires_in of ORCID's sample token responses (ORCID API tutorials, https://info.orcid.org/documentation/api-tutorials/)
 ID_TOKEN_LIFETIME = 24 * 3600  # exp = iat + 24 h (§3)
 PENDING_TTL = 3600  # how long a sign-in / consent page stays usable
 PUBLIC_SCOPES = ("/authenticate", "openid")

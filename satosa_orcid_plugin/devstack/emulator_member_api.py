@@ -1,6 +1,6 @@
 """The ORCID member API v3.0 for employment and education, for the emulator.
 
-Faithful to ``orcid-facts.md`` §4 where it matters to an integration:
+Faithful to ORCID's member API v3.0 (ORCID-Source ``MemberV3ApiServiceDelegatorImpl``, ``ActivityValidator``; orcid-model XSDs) where it matters to an integration:
 
 * ``POST /v3.0/{orcid}/employment|education`` -> 201, empty body, ``Location`` ending in the
   put-code; a put-code in the body -> 400 9024.

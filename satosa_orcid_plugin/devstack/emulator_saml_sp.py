@@ -3,7 +3,7 @@
 ORCID's "access through your institution" is a Shibboleth SP (production entity ID
 ``https://orcid.org/saml2/sp/1``) in eduGAIN; with the plugin, the institution's SATOSA proxy is
 the IdP it talks to. This module is the emulator's stand-in for that SP, following
-``shared/docs/orcid-facts.md`` section 6 and ORCID-Source's ``InstitutionalSignInManagerImpl``:
+ORCID's guide https://info.orcid.org/documentation/integration-guide/sign-into-orcid-with-institutional-credentials/ and ORCID-Source's ``InstitutionalSignInManagerImpl``:
 
 1. the sign-in page's "Sign in with your institution" link sends an AuthnRequest (HTTP-Redirect,
    NameIDPolicy persistent) to the IdP; with one IdP in the metadata there is no picker;

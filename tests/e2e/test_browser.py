@@ -251,7 +251,7 @@ def test_journey_3_institutional_sign_in_at_orcid_then_connect_binds_the_id(stac
         button = page.locator("#connect-institution")
         expected = (f"{layout.emulator_url}/oauth/authorize?response_type=code&client_id={layout.orcid_client_id}"
                     f"&scope=%2Fread-limited+%2Factivities%2Fupdate&redirect_uri={quote_plus(layout.orcid_connect_url)}")
-        assert button.get_attribute("href") == expected  # orcid-facts section 6.2: no state, nothing else
+        assert button.get_attribute("href") == expected  # ORCID's connect notification: no state, nothing else
         assert button.get_attribute("target") == "_blank"
 
         with context.expect_page() as opened:

@@ -371,7 +371,7 @@ def test_orcids_date_errors_are_parked_with_orcids_message_and_not_retried(env, 
 
 def test_an_end_dated_item_without_a_start_date_reaches_the_record(env):
     env.link("alice@example.org", JOSIAH, FACULTY)
-    token = env.store.tokens_for("alice@example.org").access_token
+    token = env.store.links.tokens("alice@example.org").access_token
     ended = {"organization": {"name": "Boston University", "address": {"city": "Boston", "country": "US"},
                               "disambiguated-organization": {"disambiguated-organization-identifier": ORG["disambiguated_id"],
                                                              "disambiguation-source": "ROR"}},

@@ -1,4 +1,4 @@
-"""The offline ORCID emulator behaves as orcid-facts.md §1-4 says ORCID does.
+"""The offline ORCID emulator behaves as ORCID does (OAuth, OpenID Connect, member API; the sources are named at each rule in the emulator).
 
 The HTML pages are driven the way a scripted client would: find the form holding the button
 with the visible text, send its fields plus the button's name/value to the form's action.

@@ -1,4 +1,4 @@
-"""The emulator's ORCID SAML SP keys accounts the way ORCID does (orcid-facts.md section 6.1):
+"""The emulator's ORCID SAML SP keys accounts the way ORCID does (ORCID-Source InstitutionalSignInManagerImpl):
 a persistent NameID or eduPersonUniqueId (never a transient NameID or ePPN), refuses a later
 sign-in whose identifiers changed, and shows the state-less connect URL of section 6.2.
 
