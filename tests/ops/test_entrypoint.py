@@ -307,3 +307,42 @@ def test_gunicorn_conf_reads_the_environment(monkeypatch, tmp_path):
     conf.on_starting(None)
     assert list(multiproc.iterdir()) == []
     json.dumps(conf.bind)  # plain data, as gunicorn expects
+
+
+def test_gunicorn_recycles_workers_with_jitter(monkeypatch):
+    """Workers are replaced after max_requests (+ up to max_requests_jitter) requests, read the
+    way gunicorn reads ``-c python:satosa_orcid_plugin.ops.gunicorn_conf``; the environment
+    tunes or disables it."""
+    import importlib
+
+    from gunicorn.app.base import Application
+
+    import satosa_orcid_plugin.ops.gunicorn_conf as conf
+
+    class Settings(Application):  # gunicorn's own config loading, nothing served
+        def __init__(self):
+            self.usage, self.prog, self.callable = None, None, None
+            self.load_default_config()
+
+        def init(self, parser, opts, args):
+            pass
+
+        def load(self):
+            pass
+
+    def settings():
+        importlib.reload(conf)  # gunicorn imports the module; re-read the environment first
+        app = Settings()
+        app.load_config_from_module_name_or_filename("python:satosa_orcid_plugin.ops.gunicorn_conf")
+        return app.cfg
+
+    for name in ("GUNICORN_MAX_REQUESTS", "GUNICORN_MAX_REQUESTS_JITTER", "GUNICORN_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = settings()
+    assert (cfg.max_requests, cfg.max_requests_jitter) == (2000, 200)
+    assert cfg.keepalive == 5 and cfg.workers == 4
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "500")
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS_JITTER", "50")
+    assert (settings().max_requests, settings().max_requests_jitter) == (500, 50)
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "0")  # off
+    assert settings().max_requests == 0
