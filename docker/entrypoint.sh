@@ -18,7 +18,8 @@
 #   SATOSA_ORCID_DB_UPGRADE       auto (PostgreSQL only, the default) | always | never
 #   SATOSA_ORCID_CHECK_CONFIG     1 (default): `satosa-orcid check-config` before gunicorn; 0 skips
 #   PROMETHEUS_MULTIPROC_DIR      directory for the workers' metrics (created, wiped by gunicorn)
-#   GUNICORN_BIND, GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_TIMEOUT, GUNICORN_CMD_ARGS
+#   GUNICORN_BIND, GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_TIMEOUT, GUNICORN_MAX_REQUESTS,
+#   GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_CMD_ARGS
 set -eu
 
 die() {

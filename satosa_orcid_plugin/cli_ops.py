@@ -1,13 +1,17 @@
 """Operations commands of ``satosa-orcid``: ``metrics serve`` and ``health``.
 
     satosa-orcid [--config proxy_conf.yaml] metrics serve --port 9100 [--host 0.0.0.0] [--token-file F]
-    satosa-orcid health [--url http://127.0.0.1:8000/orcid/health]
+    satosa-orcid health [--url http://127.0.0.1:8000/orcid/health] [--detail]
 
 ``metrics serve`` is the only way metrics leave the process: off unless started, on its own
 port (never the proxy's), optionally behind a bearer token (``--token-file`` or
 ``$SATOSA_ORCID_METRICS_TOKEN``). Under gunicorn it serves the samples every worker wrote
 to ``$PROMETHEUS_MULTIPROC_DIR``; with a database (``--config`` or
 ``$SATOSA_ORCID_DATABASE_URL``) it adds link counts and the affiliation outbox depth and age.
+
+``health`` probes liveness (the image's ``HEALTHCHECK``: the process serves requests, whatever
+the database does); ``health --detail`` probes ``<url>/detail`` and prints the database state,
+exiting 1 when it is degraded (for scripts and alerts, never for routing).
 """
 from __future__ import annotations
 
@@ -66,11 +70,15 @@ def metrics_serve(obj: Any, port: int, host: str, token_file: str | None, no_dat
 @click.option("--url", default=None, help=f"Health URL (default ${HEALTH_URL_ENV} or {DEFAULT_HEALTH_URL}).")
 @click.option("--timeout", type=float, default=5.0, show_default=True)
 @click.option("--insecure", is_flag=True, help="Do not verify the TLS certificate (a proxy with its own cert).")
-def health(url: str | None, timeout: float, insecure: bool) -> None:
-    """Exit 0 when the proxy's health endpoint answers 200 (the container HEALTHCHECK)."""
+@click.option("--detail", is_flag=True,
+              help="Probe <url>/detail (the database state) and print it; exit 1 when degraded.")
+def health(url: str | None, timeout: float, insecure: bool, detail: bool) -> None:
+    """Exit 0 when the proxy's health endpoint answers 200 (liveness: the container HEALTHCHECK)."""
     import requests
 
     url = url or os.environ.get(HEALTH_URL_ENV) or DEFAULT_HEALTH_URL
+    if detail:
+        url = url.rstrip("/") + "/detail"
     try:
         response = requests.get(url, timeout=timeout, verify=not insecure, allow_redirects=False)
     except requests.RequestException as exc:
@@ -79,7 +87,7 @@ def health(url: str | None, timeout: float, insecure: bool) -> None:
     if response.status_code != 200:
         click.echo(f"unhealthy: {url}: HTTP {response.status_code} {response.text[:200]}", err=True)
         sys.exit(1)
-    click.echo("healthy")
+    click.echo(response.text.strip() if detail else "healthy")
 
 
 def register(main_group: click.Group) -> None:

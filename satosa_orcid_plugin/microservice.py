@@ -90,7 +90,7 @@ class OrcidConnect(ResponseMicroService):
         handlers = [("callback", self._callback, "GET"), ("connect", self._connect, "GET"),
                     ("choice", self._choice, "POST"), ("confirm", self._confirm, "POST")]
         return [(f"^{self.name}/{path}$", self._guard(handler, method)) for path, handler, method in handlers] \
-            + [(f"^{self.name}/health$", health_endpoint(lambda: self.service.store.db.health()))]
+            + [(f"^{self.name}/health(/detail)?$", health_endpoint(lambda: self.service.store.db.health()))]
 
     # --- the login --------------------------------------------------------------------
     def process(self, context: Context, data: InternalData) -> Any:

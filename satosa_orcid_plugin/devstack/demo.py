@@ -310,10 +310,11 @@ class PageWalker:
 
     def __init__(self, layout: DemoLayout, browser, *, user: str = DEFAULT_IDP_USER,
                  orcid_action: str = "Authorize access", interstitial_choice: str = "connect",
-                 log: Callable[[str], None] = _log):
+                 log: Callable[[str], None] = _log, orcid_id: str = DEMO_ORCID_ID):
         self.layout = layout
         self.browser = browser
         self.user = user
+        self.orcid_id = orcid_id
         self.orcid_action = orcid_action
         self.interstitial_choice = interstitial_choice
         self.log = log
@@ -339,8 +340,8 @@ class PageWalker:
                 self.log(f"- ORCID: '{self.orcid_action}'")
                 return b.submit_on(r, button=self.orcid_action)
             if has_button(r, "Sign in"):
-                self.log(f"- ORCID: sign in as {DEMO_ORCID_ID}")
-                return orcid_sign_in(b, r)
+                self.log(f"- ORCID: sign in as {self.orcid_id}")
+                return orcid_sign_in(b, r, orcid_id=self.orcid_id)
             return None
         plugin = f"{layout.proxy_base}/{ORCID_MS_NAME}/"
         for value, what in ((self.interstitial_choice, "interstitial"), ("yes", "confirm the pending link")):

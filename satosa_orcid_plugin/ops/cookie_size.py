@@ -98,7 +98,7 @@ def typical_state(plugin_name: str, flow: Any, *, frontend: str = "Saml2IDP", ba
         },
         "relay_state": f"ss:mem:{secrets.token_hex(32)}",
     }
-    state[backend] = {"relay_state": secrets.token_urlsafe(24)}
+    state[backend] = {"relay_state": secrets.token_urlsafe(24), "in_response_to": f"id-{secrets.token_urlsafe(13)}"}
     state[plugin_name] = FlowRecord.new(
         FlowKind.HOP, state=secrets.token_urlsafe(24), ttl=flow_ttl,
         nonce=secrets.token_urlsafe(24) if openid else None, login=flow.to_dict(),

@@ -2,6 +2,9 @@
 
 Environment (all optional): ``GUNICORN_BIND`` (``0.0.0.0:8000``), ``GUNICORN_WORKERS`` (4),
 ``GUNICORN_THREADS`` (4), ``GUNICORN_TIMEOUT`` (60 s: above the ORCID timeouts),
+``GUNICORN_MAX_REQUESTS`` (2000) and ``GUNICORN_MAX_REQUESTS_JITTER`` (200): a worker is
+replaced after that many requests plus a random 0..jitter, so memory a worker accumulates is
+returned and the workers of an instance do not all restart at once (0 turns recycling off),
 ``SATOSA_CONFIG`` (its directory becomes the working directory, as SATOSA resolves relative
 paths from there), ``PROMETHEUS_MULTIPROC_DIR`` (wiped at start; each worker writes its
 metrics there). Anything else: ``GUNICORN_CMD_ARGS`` (gunicorn reads it itself), e.g.
@@ -17,6 +20,11 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
+# Recycle workers: a fresh worker after max_requests + randint(0, max_requests_jitter) requests
+# (gunicorn's --max-requests / --max-requests-jitter). Logins in flight are unaffected: their
+# state is in SATOSA's cookie, and the request id the backend checks too (ops/saml2_backend.py).
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
 chdir = os.path.dirname(os.path.abspath(os.environ.get("SATOSA_CONFIG", "proxy_conf.yaml")))
 
 # Request size limits at the HTTP layer (the request line carries SAML HTTP-Redirect messages).

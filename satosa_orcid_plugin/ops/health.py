@@ -1,12 +1,19 @@
-"""``GET <name>/health``: is this proxy instance able to serve ORCID logins?
+"""Two probes, because an unreachable database does not stop logins (``on_error`` decides, the
+login completes without the iD) and so must never take an instance out of a load balancer:
 
-200 ``{"status": "ok", "database": "ok"}`` when the link store answers, else 503 with
-``"database": "unreachable"``. ORCID itself is deliberately not checked: an ORCID outage is
-handled per login (``on_error``) and must not take the proxy out of a load balancer.
-The check is bounded in time (a database that hangs is reported as unreachable).
+``GET <name>/health`` (liveness)
+    200 ``{"status": "ok"}`` whenever this process serves requests. It asks nothing else (no
+    database, no ORCID), so it stays fast while the database hangs. The image's ``HEALTHCHECK``
+    (``satosa-orcid health``), a load balancer and a Kubernetes liveness/readiness probe use it.
+``GET <name>/health/detail`` (database state, for dashboards and alerts)
+    200 ``{"status": "ok", "database": "ok"}`` when the link store answers within
+    :data:`CHECK_TIMEOUT_SECONDS`, else 503 ``{"status": "degraded", "database":
+    "unreachable"}`` (logins still complete, without stored iDs). Alert on it, or on the
+    exporter's ``satosa_orcid_database_up``; never route traffic by it.
 
-:func:`health_endpoint` only builds the endpoint; it is registered by
-``OrcidConnect.register_endpoints`` with a zero-argument callable that asks the link store.
+ORCID itself is deliberately not checked: an ORCID outage is handled per login (``on_error``).
+:func:`health_endpoint` only builds the endpoint; ``OrcidConnect.register_endpoints`` registers
+it for both paths with a zero-argument callable that asks the link store.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 3.0
+DETAIL_SUFFIX = "/health/detail"
 
 
 def database_ok(check: Callable[[], bool], timeout: float = CHECK_TIMEOUT_SECONDS) -> bool:
@@ -36,17 +44,27 @@ def database_ok(check: Callable[[], bool], timeout: float = CHECK_TIMEOUT_SECOND
     return bool(result and result[0])
 
 
-def health_response(ok: bool, *, head: bool = False) -> Any:
+def _json(body: dict[str, str], ok: bool, head: bool) -> Any:
     from satosa.response import Response
 
-    body = json.dumps({"status": "ok" if ok else "unavailable", "database": "ok" if ok else "unreachable"})
-    return Response("" if head else body, status="200 OK" if ok else "503 Service Unavailable",
+    return Response("" if head else json.dumps(body), status="200 OK" if ok else "503 Service Unavailable",
                     content="application/json", headers=[("Cache-Control", "no-store")])
 
 
+def liveness_response(*, head: bool = False) -> Any:
+    return _json({"status": "ok"}, True, head)
+
+
+def health_response(ok: bool, *, head: bool = False) -> Any:
+    """The detail answer: the database state."""
+    return _json({"status": "ok" if ok else "degraded", "database": "ok" if ok else "unreachable"}, ok, head)
+
+
 def health_endpoint(database_check: Callable[[], bool]) -> Callable[[Any], Any]:
-    """The endpoint for ``^<name>/health$``: ``database_check()`` says whether the link store
-    answers (called on every request, bounded by :data:`CHECK_TIMEOUT_SECONDS`)."""
+    """The endpoint for ``^<name>/health(/detail)?$``: liveness on ``<name>/health`` (asks
+    nothing), the database state on ``<name>/health/detail``, where ``database_check()`` says
+    whether the link store answers (called on every request, bounded by
+    :data:`CHECK_TIMEOUT_SECONDS`)."""
 
     def health(context: Any) -> Any:
         from satosa.response import Response
@@ -55,13 +73,16 @@ def health_endpoint(database_check: Callable[[], bool]) -> Callable[[Any], Any]:
         if method not in ("GET", "HEAD"):
             return Response(json.dumps({"error": "method not allowed"}), status="405 Method Not Allowed",
                             content="application/json", headers=[("Allow", "GET, HEAD")])
+        head = method == "HEAD"
+        if not str(getattr(context, "path", None) or "").rstrip("/").endswith(DETAIL_SUFFIX):
+            return liveness_response(head=head)
         ok = database_ok(database_check)
         if not ok:
             log.warning("health: the link store does not answer")
-        return health_response(ok, head=method == "HEAD")
+        return health_response(ok, head=head)
 
     health.__name__ = "health"
     return health
 
 
-__all__ = ["health_endpoint", "database_ok", "health_response"]
+__all__ = ["health_endpoint", "database_ok", "health_response", "liveness_response", "DETAIL_SUFFIX"]

@@ -161,8 +161,10 @@ def test_serves_the_proxy_with_gunicorn_health_limits_and_a_quiet_access_log(lay
     served = Served(serve_env(layout, tmp_path), tmp_path / "proxy.log")
     try:
         health = served.wait_ready()
-        assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
         assert health.headers["Content-Type"].startswith("application/json")
+        detail = requests.get(f"{served.url}/orcid/health/detail", timeout=10)
+        assert detail.status_code == 200 and detail.json() == {"status": "ok", "database": "ok"}
         # the container HEALTHCHECK command
         check = subprocess.run([str(BIN / "satosa-orcid"), "health", "--url", f"{served.url}/orcid/health"],
                                capture_output=True, text=True, timeout=30)
@@ -195,6 +197,8 @@ def test_migrates_postgresql_then_serves_and_reports_the_database(layout, tmp_pa
     try:
         health = served.wait_ready()
         assert health.status_code == 200, health.text
+        detail = requests.get(f"{served.url}/orcid/health/detail", timeout=10)
+        assert detail.status_code == 200 and detail.json()["database"] == "ok", detail.text
         assert "database schema is up to date" in served.log()
     finally:
         served.stop()
@@ -206,20 +210,55 @@ def test_migrates_postgresql_then_serves_and_reports_the_database(layout, tmp_pa
     assert {"orcid_links", "orcid_tokens", "orcid_audit", "orcid_alembic_version"} <= tables
 
 
+def _balancer_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("e2e_balancer", REPO / "tests" / "e2e" / "balancer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.e2e
-def test_health_is_503_when_the_database_is_unreachable(layout, tmp_path):
+@pytest.mark.postgres
+def test_liveness_holds_while_the_database_is_away_and_the_detail_says_so(layout, tmp_path, postgres_url):
+    """Database away: liveness 200 (the HEALTHCHECK passes: logins still complete), the detail
+    503 "unreachable". Database back, without a restart: the detail says ok. The proxy reaches
+    PostgreSQL through a loopback TCP forwarder that starts only when the database "comes back"."""
+    real = sa.make_url(postgres_url)
+    port = free_port()
     env = serve_env(layout, tmp_path, SATOSA_ORCID_DB_UPGRADE="never", SATOSA_ORCID_CHECK_CONFIG="0", GUNICORN_WORKERS="1",
-                    SATOSA_ORCID_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
+                    SATOSA_ORCID_DATABASE_URL=real.set(host="127.0.0.1", port=port).render_as_string(hide_password=False))
     served = Served(env, tmp_path / "proxy.log")
+    forwarder = None
+
+    def probe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "satosa-orcid"), "health", "--url", f"{served.url}/orcid/health", *args],
+                              capture_output=True, text=True, timeout=30)
+
     try:
-        health = served.wait_ready()
-        assert health.status_code == 503
-        assert health.json() == {"status": "unavailable", "database": "unreachable"}
-        check = subprocess.run([str(BIN / "satosa-orcid"), "health", "--url", f"{served.url}/orcid/health"],
-                               capture_output=True, text=True, timeout=30)
-        assert check.returncode == 1 and "503" in check.stderr
+        live = served.wait_ready()
+        assert live.status_code == 200 and live.json() == {"status": "ok"}, live.text
+        assert probe().returncode == 0  # the container HEALTHCHECK
+        detail = requests.get(f"{served.url}/orcid/health/detail", timeout=10)
+        assert detail.status_code == 503
+        assert detail.json() == {"status": "degraded", "database": "unreachable"}
+        check = probe("--detail")
+        assert check.returncode == 1 and "503" in check.stderr and "unreachable" in check.stderr
+
+        forwarder = _balancer_module().Balancer(port, [real.port or 5432])  # the database is back
+        deadline = time.monotonic() + 20
+        while (detail := requests.get(f"{served.url}/orcid/health/detail", timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, detail.text
+            time.sleep(0.3)
+        assert detail.json() == {"status": "ok", "database": "ok"}
+        check = probe("--detail")
+        assert check.returncode == 0 and json.loads(check.stdout) == {"status": "ok", "database": "ok"}
+        assert requests.get(f"{served.url}/orcid/health", timeout=10).json() == {"status": "ok"}
     finally:
         served.stop()
+        if forwarder is not None:
+            forwarder.stop()
 
 
 # --- the files themselves -------------------------------------------------------------------
@@ -307,3 +346,42 @@ def test_gunicorn_conf_reads_the_environment(monkeypatch, tmp_path):
     conf.on_starting(None)
     assert list(multiproc.iterdir()) == []
     json.dumps(conf.bind)  # plain data, as gunicorn expects
+
+
+def test_gunicorn_recycles_workers_with_jitter(monkeypatch):
+    """Workers are replaced after max_requests (+ up to max_requests_jitter) requests, read the
+    way gunicorn reads ``-c python:satosa_orcid_plugin.ops.gunicorn_conf``; the environment
+    tunes or disables it."""
+    import importlib
+
+    from gunicorn.app.base import Application
+
+    import satosa_orcid_plugin.ops.gunicorn_conf as conf
+
+    class Settings(Application):  # gunicorn's own config loading, nothing served
+        def __init__(self):
+            self.usage, self.prog, self.callable = None, None, None
+            self.load_default_config()
+
+        def init(self, parser, opts, args):
+            pass
+
+        def load(self):
+            pass
+
+    def settings():
+        importlib.reload(conf)  # gunicorn imports the module; re-read the environment first
+        app = Settings()
+        app.load_config_from_module_name_or_filename("python:satosa_orcid_plugin.ops.gunicorn_conf")
+        return app.cfg
+
+    for name in ("GUNICORN_MAX_REQUESTS", "GUNICORN_MAX_REQUESTS_JITTER", "GUNICORN_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = settings()
+    assert (cfg.max_requests, cfg.max_requests_jitter) == (2000, 200)
+    assert cfg.keepalive == 5 and cfg.workers == 4
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "500")
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS_JITTER", "50")
+    assert (settings().max_requests, settings().max_requests_jitter) == (500, 50)
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "0")  # off
+    assert settings().max_requests == 0

@@ -289,21 +289,34 @@ def test_health_endpoint_through_the_app(ops_deployment, monkeypatch):
     from satosa_orcid_plugin.store import Database
 
     client = ops_deployment.client()
-    r = client.get("/orcid/health")
-    assert r.status_code == 200 and json.loads(r.get_data()) == {"status": "ok", "database": "ok"}
+    # liveness: asks nothing, so neither a refusing nor a hanging database changes it
+    for database in (lambda self: True, lambda self: False, lambda self: time.sleep(3) or True):
+        monkeypatch.setattr(Database, "health", database)
+        started = time.monotonic()
+        r = client.get("/orcid/health")
+        assert r.status_code == 200 and json.loads(r.get_data()) == {"status": "ok"}
+        assert time.monotonic() - started < 1
     assert r.headers["Cache-Control"] == "no-store"
     assert client.head("/orcid/health").status_code == 200
     assert client.post("/orcid/health", data={"a": "b"}).status_code == 405
+    # detail: the database state
+    monkeypatch.setattr(Database, "health", lambda self: True)
+    r = client.get("/orcid/health/detail")
+    assert r.status_code == 200 and json.loads(r.get_data()) == {"status": "ok", "database": "ok"}
+    assert r.headers["Cache-Control"] == "no-store"
+    assert client.head("/orcid/health/detail").status_code == 200
+    assert client.post("/orcid/health/detail", data={"a": "b"}).status_code == 405
     monkeypatch.setattr(Database, "health", lambda self: False)
-    r = client.get("/orcid/health")
-    assert r.status_code == 503 and json.loads(r.get_data())["database"] == "unreachable"
+    r = client.get("/orcid/health/detail")
+    assert r.status_code == 503 and json.loads(r.get_data()) == {"status": "degraded", "database": "unreachable"}
     # a database that hangs is reported within the check's time bound
     monkeypatch.setattr(Database, "health", lambda self: time.sleep(3) or True)
     monkeypatch.setattr(health, "CHECK_TIMEOUT_SECONDS", 0.3)
     monkeypatch.setattr(health.database_ok, "__defaults__", (0.3,))
     started = time.monotonic()
-    assert client.get("/orcid/health").status_code == 503
+    assert client.get("/orcid/health/detail").status_code == 503
     assert time.monotonic() - started < 2
+    assert client.get("/orcid/health/elsewhere").status_code != 200
 
 
 def test_health_endpoint_only_builds_the_endpoint_and_the_constructor_warns(ops_deployment, monkeypatch):
@@ -321,7 +334,11 @@ def test_health_endpoint_only_builds_the_endpoint_and_the_constructor_warns(ops_
     calls = []
     endpoint = health_endpoint(lambda: calls.append("db") or True)
     assert calls == []  # building it asks nothing
-    assert json.loads(endpoint(type("Ctx", (), {"request_method": "GET"})()).message)["database"] == "ok"
+    assert json.loads(endpoint(type("Ctx", (), {"request_method": "GET", "path": "orcid/health"})()).message) \
+        == {"status": "ok"}
+    assert calls == []  # liveness asks nothing either
+    detail = type("Ctx", (), {"request_method": "GET", "path": "orcid/health/detail"})()
+    assert json.loads(endpoint(detail).message)["database"] == "ok"
     assert calls == ["db"]
     monkeypatch.undo()
 
