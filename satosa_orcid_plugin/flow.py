@@ -7,11 +7,19 @@ one place on the way back (version, kind, every field's type, expiry). Nothing h
 SATOSA; the glue turns ``InternalData`` into a dict (``to_dict``) and back.
 
 The callback is read as RFC 6749 section 4.1.2 describes the authorization response: the
-state first (in constant time), then ``error`` (section 4.1.2.1), then ``code``.
+state first (in constant time), then ``error`` (section 4.1.2.1), then ``code``. The glue checks
+the state with :meth:`FlowRecord.state_matches` *before* it takes the record, so a forged
+callback cannot end someone else's login.
+
+The plugin's own forms (the interstitial, the confirmation) carry a random ``form`` token of
+their own, never the OAuth ``state``: the state travels in ORCID's authorize URL and could be
+read there (RFC 6749 section 10.12 asks for CSRF protection bound to the user agent).
 """
 from __future__ import annotations
 
 import hmac
+import re
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,7 +39,7 @@ class FlowKind(str, Enum):
     CONFIRM = "confirm"  # the page confirming a pending Institutional Connect link at the next login
 
 
-_OPTIONAL = ("nonce", "user", "mode", "lang", "pending")  # str or absent, same key on the cookie
+_OPTIONAL = ("nonce", "user", "mode", "lang", "pending", "form")  # str or absent, same key on the cookie
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class FlowRecord:
     mode: str | None = None
     lang: str | None = None
     pending: str | None = None            # the pending link's handle
+    form: str | None = None               # the CSRF token of the page's form (never the OAuth state)
     version: int = VERSION
 
     @classmethod
@@ -55,8 +64,13 @@ class FlowRecord:
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.exp, timezone.utc)
 
-    def matches(self, got: str | None) -> bool:
-        """Whether a form's ``state`` is this record's (constant time)."""
+    def form_matches(self, got: str | None) -> bool:
+        """Whether a form's token is this record's (constant time); no token, no match."""
+        return bool(got) and self.form is not None and hmac.compare_digest(got.encode(), self.form.encode())
+
+    def state_matches(self, params: Mapping[str, Any]) -> bool:
+        """Whether a callback carries this record's OAuth state (constant time)."""
+        got = param(params, "state")
         return bool(got) and hmac.compare_digest(got.encode(), self.state.encode())
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +119,20 @@ def take(state: MutableMapping[str, Any] | None, name: str, kinds: Iterable[Flow
 def forget(state: MutableMapping[str, Any] | None, name: str) -> None:
     if state is not None:
         state.pop(name, None)
+
+
+def form_token() -> str:
+    """A fresh token for one of the plugin's forms."""
+    return secrets.token_urlsafe(24)
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def log_safe(text: str) -> str:
+    """``text`` with control characters (CR, LF, ...) escaped, so that a value from a request
+    cannot start a log line of its own."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def param(params: Mapping[str, Any], key: str) -> str | None:

@@ -84,6 +84,8 @@ class OrcidConnect(ResponseMicroService):
         self.pending_cookie = f"{self.name}_pending"
         self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
         self.secure = self.config.connect.cookie_secure
+        self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.base_url))
+        self.headers = pages.headers(form_targets=(self.config.orcid.base_url,))
         warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
 
     def register_endpoints(self) -> list[tuple[str, Any]]:
@@ -123,7 +125,8 @@ class OrcidConnect(ResponseMicroService):
                           f"no {self.config.user_key_attribute!r} attribute in this login: no ORCID hop")
             return self._continue(context, data, None, outcome=decision.reason)
         hop = self.service.start_hop()
-        record = self._save(context, FlowKind.HOP, hop.state, data, nonce=hop.nonce, user=user_key, mode=decision.mode)
+        record = self._save(context, FlowKind.HOP, hop.state, data, nonce=hop.nonce, user=user_key, mode=decision.mode,
+                            form=flow.form_token())
         self._metric("hop_started", "interstitial" if self.config.interstitial.enabled else "redirect")
         if not self.config.interstitial.enabled:
             self._log(context, logging.INFO, "not linked: sending the researcher to ORCID")
@@ -131,7 +134,7 @@ class OrcidConnect(ResponseMicroService):
         self._log(context, logging.INFO, "not linked: showing the ORCID interstitial")
         cfg = self.config.interstitial
         return self._page(pages.translated(
-            "interstitial.html", cfg.templates_dir, record.lang, institution=cfg.institution, state=record.state,
+            "interstitial.html", cfg.templates_dir, record.lang, institution=cfg.institution, state=record.form,
             service=pages.service_name(cfg.service_names, data.requester, hint.get("name")),
             required=decision.required, user=user_key, action=f"{self.endpoint_base}/choice"))
 
@@ -151,21 +154,28 @@ class OrcidConnect(ResponseMicroService):
         pending = self.service.pending_to_confirm(handle, decision)
         if pending is None:
             return None
-        # a form token, not an OAuth state: only the state is kept
-        record = self._save(context, FlowKind.CONFIRM, self.service.start_hop().state, data, user=user_key,
-                            pending=handle, mode=decision.mode)
+        token = flow.form_token()  # no OAuth here: the record's state is the form's token too
+        record = self._save(context, FlowKind.CONFIRM, token, data, user=user_key, pending=handle,
+                            mode=decision.mode, form=token)
         return self._page(pages.translated("confirm.html", self.config.interstitial.templates_dir, record.lang,
-                                           user=user_key, orcid_uri=pending.orcid.uri, state=record.state,
+                                           user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
                                            action=f"{self.endpoint_base}/confirm"))
 
     # --- ORCID sends the browser back ---------------------------------------------------
     def _callback(self, context: Context, reference: str) -> Any:
-        record = flow.take(context.state, self.name, (FlowKind.HOP, FlowKind.CONNECT))
+        kinds = (FlowKind.HOP, FlowKind.CONNECT)
+        record, params = flow.peek(context.state, self.name, kinds), self._params(context)
         data = self._login(record)
         if record is None or (data is None and record.kind is FlowKind.HOP):
+            flow.forget(context.state, self.name)
             self._log(context, logging.WARNING, f"ORCID callback without a sign-in in progress (ref {reference})")
             return self._error_page(context, reference, "callback_expired")
-        params = self._params(context)
+        if not record.state_matches(params):
+            # Not this browser's callback (forged, or from another tab): the sign-in in
+            # progress stays as it is, so the real callback can still finish it.
+            self._log(context, logging.WARNING, f"ORCID callback with a wrong state refused (ref {reference})")
+            return self._error_page(context, reference, "wrong_state" if record.kind is FlowKind.HOP else "connect_failed")
+        flow.forget(context.state, self.name)  # one shot from here on
         if record.kind is FlowKind.CONNECT:
             return self._connect_verified(context, record, params, reference)
         try:
@@ -197,7 +207,7 @@ class OrcidConnect(ResponseMicroService):
         params = self._params(context)
         record = flow.peek(context.state, self.name, (FlowKind.HOP,))
         data = self._login(record)
-        if data is None or not record.matches(flow.param(params, "state")):
+        if data is None or not record.form_matches(flow.param(params, "state")):
             return self._error_page(context, reference, "expired")
         choice = flow.param(params, "choice")
         if choice == "connect":
@@ -265,7 +275,7 @@ class OrcidConnect(ResponseMicroService):
         params = self._params(context)
         record = flow.peek(context.state, self.name, (FlowKind.CONFIRM,))
         data = self._login(record)
-        if data is None or not record.matches(flow.param(params, "state")):
+        if data is None or not record.form_matches(flow.param(params, "state")):
             return self._error_page(context, reference, "expired")
         flow.forget(context.state, self.name)
         response = self._confirmed(context, data, record, flow.param(params, "choice") == "yes", reference)
@@ -344,6 +354,9 @@ class OrcidConnect(ResponseMicroService):
             reference = str(uuid.uuid4())
             if (context.request_method or "GET").upper() != method:
                 return self._error_page(context, reference, "method", headers=[("Allow", method)])
+            if method == "POST" and not self._same_origin(context):
+                self._log(context, logging.WARNING, f"cross-site form post refused (ref {reference})")
+                return self._error_page(context, reference, "cross_site")
             try:
                 return handler(context, reference)
             except SATOSAAuthenticationError:
@@ -365,6 +378,18 @@ class OrcidConnect(ResponseMicroService):
         headers = getattr(context, "http_headers", None) or {}
         return negotiate(headers.get("HTTP_ACCEPT_LANGUAGE"))
 
+    def _same_origin(self, context: Context) -> bool:
+        """A form post from the plugin's own page: ``Sec-Fetch-Site`` (Fetch Metadata) says so
+        where the browser sends it, else ``Origin`` (RFC 6454) names this proxy when it names
+        anything. ``Origin: null`` is what browsers send under ``Referrer-Policy: no-referrer``;
+        the form's own token still decides then."""
+        headers = getattr(context, "http_headers", None) or {}
+        site = str(headers.get("HTTP_SEC_FETCH_SITE") or "").lower()
+        if site:
+            return site in ("same-origin", "none")
+        origin = str(headers.get("HTTP_ORIGIN") or "")
+        return not origin or origin == "null" or origin == self.origin
+
     @staticmethod
     def _params(context: Context) -> dict[str, Any]:
         return context.request if isinstance(context.request, dict) else {}
@@ -376,9 +401,8 @@ class OrcidConnect(ResponseMicroService):
     def _clear_marker(self) -> tuple[str, str]:
         return clear_cookie(self.marker_cookie, path=self.cookie_path, secure=self.secure)
 
-    @staticmethod
-    def _page(body: str, status: str = "200 OK", headers: list | None = None) -> Response:
-        return Response(body, status=status, headers=pages.HEADERS + (headers or []), content="text/html; charset=utf-8")
+    def _page(self, body: str, status: str = "200 OK", headers: list | None = None) -> Response:
+        return Response(body, status=status, headers=self.headers + (headers or []), content="text/html; charset=utf-8")
 
     def _error_page(self, context: Context, reference: str, key: str, *, code: str | None = None,
                     headers: list | None = None) -> Response:
@@ -392,4 +416,5 @@ class OrcidConnect(ResponseMicroService):
         metrics.record(event, value)
 
     def _log(self, context: Context, level: int, message: str) -> None:
-        log.log(level, lu.LOG_FMT.format(id=lu.get_session_id(context.state), message=message))
+        """Every glue log line; what came from a request cannot break the line (CR/LF escaped)."""
+        log.log(level, lu.LOG_FMT.format(id=lu.get_session_id(context.state), message=flow.log_safe(message)))

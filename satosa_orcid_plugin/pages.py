@@ -39,9 +39,15 @@ def render(name: str, override_dir: str | None = None, **context: object) -> str
 
 
 # Every page: never cached, never framed, no scripts; forms post only to us or over https.
-HEADERS = [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"),
-           ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-                                       "form-action 'self' https: http:; frame-ancestors 'none'")]
+def headers(*, form_targets: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """The plugin's page headers: never cached or framed, no referrer sent on, forms posting
+    only to this proxy (and, after the interstitial's redirect, to ORCID: ``form-action``
+    also applies to the redirects that follow a form, CSP Level 3)."""
+    targets = " ".join(["'self'", *(t.rstrip("/") for t in form_targets if t)])
+    return [("Cache-Control", "no-store"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                        f"form-action {targets}; frame-ancestors 'none'")]
+
 
 EXPIRED = "Your sign-in session has expired"
 NOT_CONNECTED = "Your ORCID iD could not be connected"
@@ -58,6 +64,11 @@ ERRORS: dict[str, tuple[str, str, str]] = {
     "connect_rejected": (NOT_CONNECTED, "ORCID did not confirm this connection. Please try again from your ORCID inbox.",
                          "400 Bad Request"),
     "connect_failed": (NOT_CONNECTED, "ORCID did not confirm this connection.", "400 Bad Request"),
+    "wrong_state": ("This link is not for this sign-in",
+                    "ORCID sent back an answer that does not belong to the sign-in in this browser. If you "
+                    "were connecting your ORCID iD, go back to that tab and finish there.", "400 Bad Request"),
+    "cross_site": ("Request not allowed", "This form must be sent from the page that showed it. Please go back "
+                   "to the service and sign in again.", "403 Forbidden"),
     "method": ("Method not allowed", "This address is not meant to be opened like this.", "405 Method Not Allowed"),
     "unexpected": ("Something went wrong", "We could not finish connecting your ORCID iD.", "500 Internal Server Error"),
 }

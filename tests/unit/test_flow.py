@@ -1,5 +1,6 @@
 """The flow record in SATOSA's state, and the pure parsing of ORCID's callback."""
 import hmac
+from dataclasses import replace
 import json
 
 import pytest
@@ -146,5 +147,26 @@ def test_states_are_compared_in_constant_time(monkeypatch):
     assert parse_callback({"state": "s1", "code": "c"}, "s1") == "c"
     assert calls == [(b"s1", b"s1")]
     record = hop_record()
-    assert record.matches("s" * 32) and not record.matches("t" * 32) and not record.matches(None)
+    assert record.state_matches({"state": "s" * 32}) and not record.state_matches({"state": "t" * 32})
+    assert not record.state_matches({})
     assert calls[1:] == [(b"s" * 32, b"s" * 32), (b"t" * 32, b"s" * 32)]
+    form = replace(record, form="f" * 32)
+    assert form.form_matches("f" * 32) and not form.form_matches("s" * 32) and not form.form_matches(None)
+    assert not record.form_matches("s" * 32)  # no form token: the OAuth state never stands in for one
+    assert calls[3:] == [(b"f" * 32, b"f" * 32), (b"s" * 32, b"f" * 32)]
+
+
+def test_a_form_token_round_trips_and_is_not_the_state():
+    record = replace(hop_record(), form=flow.form_token())
+    again = FlowRecord.from_dict(record.to_dict(), [FlowKind.HOP], now=0)
+    assert again == record and again.form != again.state and len(again.form) >= 32
+
+
+@pytest.mark.parametrize("text, logged", [
+    ("plain", "plain"),
+    ("a\r\nORCID iD linked", "a\\r\\nORCID iD linked"),
+    ("tab\tnul\x00del\x7fnel\x85ls\u2028", "tab\\tnul\\x00del\\x7fnel\\x85ls\\u2028"),
+    ("caf\u00e9 \u00fc", "caf\u00e9 \u00fc"),  # printable text stays as it is
+])
+def test_log_safe_escapes_what_could_start_a_log_line(text, logged):
+    assert flow.log_safe(text) == logged and "\n" not in flow.log_safe(text) and "\r" not in flow.log_safe(text)
