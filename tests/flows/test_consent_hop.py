@@ -330,3 +330,85 @@ def test_an_id_already_linked_to_another_user(
     else:
         assert released.attributes["eduPersonOrcid"] == [JOSIAH]
         assert alice is None and str(bob.orcid) == "0000-0002-1825-0097"
+
+
+# --- attacks on the forms, the callback and the logs (each must fail to do harm) ---------------------
+def decision_of(demo_layout, user="alice@demo.example.org"):
+    from satosa_orcid_plugin.store import Store
+    from satosa_orcid_plugin.tokens import TokenCipher
+
+    env = demo_layout.env()
+    store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
+    try:
+        return store.decisions.get(user, __import__("datetime").datetime.now(__import__("datetime").timezone.utc))
+    finally:
+        store.db.dispose()
+
+
+def test_the_oauth_state_from_orcids_url_cannot_answer_the_interstitial(
+    satosa_app, demo_sp, demo_layout, start_login, idp_respond, sp_receive,
+):
+    """The state travels in ORCID's authorize URL (browser history, ORCID's logs): whoever read
+    it cannot use it to say "never" for the researcher. The form's own token can."""
+    start_login(satosa_app, demo_sp)
+    action, fields = html_form_fields(idp_respond(satosa_app, "alice").get_data(as_text=True))
+    authorize = satosa_app.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
+    state = parse_qs(urlsplit(authorize).query)["state"][0]
+    assert state != fields["state"]
+    forged = satosa_app.post(path_and_query(action), data={"state": state, "choice": "never"})
+    assert forged.status_code == 400 and decision_of(demo_layout) is None
+    released = sp_receive(satosa_app.post(path_and_query(action), data={**fields, "choice": "not_now"}), demo_sp)
+    assert "eduPersonOrcid" not in released.attributes and decision_of(demo_layout) == "not_now"
+
+
+@pytest.mark.parametrize("headers, allowed", [
+    ({"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example"}, False),
+    ({"Sec-Fetch-Site": "same-site"}, False),               # a sibling host is not this proxy
+    ({"Origin": "https://attacker.example"}, False),        # a browser without Fetch Metadata
+    ({"Sec-Fetch-Site": "same-origin", "Origin": "null"}, True),  # Referrer-Policy: no-referrer
+    ({}, True),                                              # neither header: the token decides
+], ids=["cross-site", "same-site", "foreign-origin", "same-origin", "no-headers"])
+def test_forms_accept_posts_from_their_own_page_only(
+    satosa_app, demo_sp, demo_layout, start_login, idp_respond, headers, allowed,
+):
+    start_login(satosa_app, demo_sp)
+    action, fields = html_form_fields(idp_respond(satosa_app, "alice").get_data(as_text=True))
+    response = satosa_app.post(path_and_query(action), data={**fields, "choice": "never"}, headers=headers)
+    if allowed:
+        assert response.status_code == 200 and decision_of(demo_layout) == "never"
+    else:
+        assert response.status_code == 403 and decision_of(demo_layout) is None
+        assert "Request not allowed" in BeautifulSoup(response.get_data(as_text=True), "html.parser").h1.get_text()
+
+
+def test_plugin_pages_send_no_referrer_and_post_only_to_the_proxy_and_orcid(
+    satosa_app, demo_sp, demo_layout, start_login, idp_respond,
+):
+    start_login(satosa_app, demo_sp)
+    page = idp_respond(satosa_app, "alice")
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    csp = dict(part.strip().split(" ", 1) for part in page.headers["Content-Security-Policy"].split(";"))
+    assert csp["form-action"].split() == ["'self'", demo_layout.emulator_url.rstrip("/")]
+
+
+@pytest.mark.parametrize("where", ["callback", "connect"])
+@pytest.mark.parametrize("param", ["state", "code", "error", "error_description"])
+def test_request_values_cannot_forge_log_lines(
+    satosa_app, demo_sp, start_login, idp_respond, orcid_emulator, caplog, where, param,
+):
+    """CR/LF in any parameter the plugin reads never reaches a log line as a line break."""
+    import logging
+
+    injected = "x\r\n[2026-01-01 00:00:00] INFO ORCID iD linked\u2028forged"
+    query = {"state": "s", "code": "c", "error": "invalid_request", "error_description": "d"}
+    query[param] = injected
+    if where == "callback":
+        start_login(satosa_app, demo_sp)
+        state = parse_qs(urlsplit(to_orcid(satosa_app, idp_respond(satosa_app, "alice"))).query)["state"][0]
+        query["state"] = injected if param == "state" else state
+    with caplog.at_level(logging.DEBUG):
+        response = satosa_app.get(f"/orcid/{where}?{urlencode(query)}")
+    assert response.status_code < 500
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("satosa_orcid_plugin")]
+    assert ours, "the plugin logged nothing for this request"
+    assert not any(c in line for line in ours for c in ("\r", "\n", "\u2028"))

@@ -143,12 +143,17 @@ class Deployment:
             store.db.dispose()
 
 
-def hop(deployment: Deployment, client: Any, user: str = "alice") -> str:
-    """Run a login to the interstitial, press 'connect', return the ORCID authorize URL."""
+def interstitial(deployment: Deployment, client: Any, user: str = "alice") -> tuple[str, dict[str, str]]:
+    """Run a login to the interstitial; its form's action and fields (with the form's token)."""
     request = start_login_via(client, deployment.sp)
     response = idp_respond_via(client, deployment.idp, request, user)
     assert response.status_code == 200, response.status
-    action, fields = html_form_fields(response.get_data(as_text=True))
+    return html_form_fields(response.get_data(as_text=True))
+
+
+def hop(deployment: Deployment, client: Any, user: str = "alice") -> str:
+    """Run a login to the interstitial, press 'connect', return the ORCID authorize URL."""
+    action, fields = interstitial(deployment, client, user)
     answer = client.post(path_and_query(action), data={**fields, "choice": "connect"})
     assert answer.status_code == 302, (answer.status, answer.get_data(as_text=True)[:300])
     return answer.headers["Location"]

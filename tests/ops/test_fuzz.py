@@ -17,7 +17,7 @@ from collections import Counter
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from opskit import OPS_REPORT, fuzz_settings, hop
+from opskit import OPS_REPORT, fuzz_settings, hop, interstitial, path_and_query
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
@@ -36,12 +36,14 @@ LONG_TEXT = st.builds(lambda c, n: c * n, st.sampled_from(["a", "%", "\u00e9", "
 
 @pytest.fixture(scope="module")
 def fuzz(ops_deployment):
-    """The app (on_error: continue) and a login parked at ORCID: its state cookie and state."""
+    """The app (on_error: continue) and a login parked at ORCID: its state cookie, its OAuth
+    state and the interstitial form's own token."""
     client = ops_deployment.client()
-    authorize = hop(ops_deployment, client)
+    action, fields = interstitial(ops_deployment, client)
+    authorize = client.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
     cookie = client.get_cookie("SATOSA_STATE")
     assert cookie is not None
-    live = {"cookie": cookie.value, "state": parse_qs(urlsplit(authorize).query)["state"][0]}
+    live = {"cookie": cookie.value, "state": parse_qs(urlsplit(authorize).query)["state"][0], "form": fields["state"]}
     authorize_prefix = f"{ops_deployment.layout.emulator_url}/oauth/authorize?"
     assert ops_deployment.links() == []
     yield ops_deployment, live, authorize_prefix
@@ -54,7 +56,7 @@ def values(live: dict[str, str]) -> st.SearchStrategy[str]:
         st.sampled_from(["access_denied", "connect", "not_now", "never", "cancel", "yes", "no", "invalid_scope",
                          "", "\x00", "%00", "../../etc/passwd", "https://evil.example/", "//evil.example",
                          "javascript:alert(1)", "<script>alert(1)</script>", "0000-0002-1825-0097"]),
-        st.just(live["state"]),
+        st.sampled_from([live["state"], live["form"]]),
         LONG_TEXT,
     )
 
@@ -80,8 +82,9 @@ def requests_for(endpoint: str, live: dict[str, str]) -> st.SearchStrategy:
     # past the state check into the plugin's handling of codes, errors and choices
     choices = st.one_of(st.sampled_from(["connect", "connect", "not_now", "never", "cancel", "yes", "no"]), FREE_TEXT)
     near_valid = st.builds(
-        lambda extra, pos, choice: [*extra[:pos], ("state", live["state"]), *extra[pos:], *choice],
+        lambda extra, pos, token, choice: [*extra[:pos], ("state", token), *extra[pos:], *choice],
         st.lists(st.tuples(st.sampled_from(PARAMS), values(live)), max_size=4), st.integers(0, 4),
+        st.sampled_from([live["state"], live["form"]]),  # the callback's state, the forms' token
         st.one_of(st.tuples(st.tuples(st.just("choice"), choices)), st.just(())))
     pairs_strategy = st.one_of(random_pairs, near_valid)
     positions = st.integers(0, len(live["cookie"]) - 1)
@@ -149,7 +152,7 @@ def test_the_live_state_reaches_the_plugin(fuzz):
     deployment, live, authorize_prefix = fuzz
     client = Client(deployment.app(), use_cookies=False)
     response = client.post("/orcid/choice", headers={"Cookie": f"SATOSA_STATE={live['cookie']}"},
-                           data={"state": live["state"], "choice": "connect"})
+                           data={"state": live["form"], "choice": "connect"})
     assert response.status_code == 302 and response.headers["Location"].startswith(authorize_prefix)
     # a callback with a code ORCID never issued, on a login of its own (the live state stays unused)
     other = deployment.client()
