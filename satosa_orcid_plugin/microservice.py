@@ -27,7 +27,7 @@ from satosa.response import Redirect, Response
 from . import flow, metrics, pages, policy
 from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
-from .errors import CallbackReplayed, ConfigError, LinkConflict, OrcidPluginError, UserDenied
+from .errors import CallbackReplayed, ConfigError, LinkConflict, OrcidOAuthError, OrcidPluginError, UserDenied
 from .flow import FlowKind, FlowRecord
 from .i18n import negotiate
 from .ops.cookie_size import warn_at_startup
@@ -170,6 +170,8 @@ class OrcidConnect(ResponseMicroService):
             flow.forget(context.state, self.name)
             self._log(context, logging.WARNING, f"ORCID callback without a sign-in in progress (ref {reference})")
             return self._error_page(context, reference, "callback_expired")
+        if record.kind is FlowKind.HOP and not any(flow.param(params, k) for k in ("state", "code", "error")):
+            return self._refused(context, record, reference)
         if not record.state_matches(params):
             # Not this browser's callback (forged, or from another tab): the sign-in in
             # progress stays as it is, so the real callback can still finish it.
@@ -195,6 +197,20 @@ class OrcidConnect(ResponseMicroService):
         self._log(context, logging.INFO, "ORCID iD linked")
         return self._continue(context, data, link.orcid, outcome="linked_now")
 
+    def _refused(self, context: Context, record: FlowRecord, reference: str) -> Any:
+        """ORCID answers ``invalid_scope`` and ``unsupported_response_type`` in the URL fragment,
+        with no state (orcid-angular ``src/app/core/oauth/oauth.service.ts``): the browser comes
+        back with no parameters the proxy can see. The researcher gets a page that says so and
+        continues (or fails, when the service requires the iD) with its button; the login in
+        progress is untouched until then, so a bare link cannot end it."""
+        self._log(context, logging.WARNING, "ORCID sent the browser back without parameters: it refused the authorize "
+                  "request (invalid_scope or unsupported_response_type, in the URL fragment); check orcid.scopes "
+                  f"against the client's registration at ORCID (ref {reference})")
+        self._metric("failed", "orcid_refused")
+        return self._page(pages.render("refused.html", self.config.interstitial.templates_dir, reference=reference,
+                                       lang=record.lang or "en", institution=self.config.interstitial.institution,
+                                       state=record.form, action=f"{self.endpoint_base}/choice"), "400 Bad Request")
+
     def _code(self, record: FlowRecord, params: dict[str, Any]) -> str:
         """The callback's code (state first, then error, then code); each callback once."""
         code = flow.parse_callback(params, record.state)
@@ -214,6 +230,9 @@ class OrcidConnect(ResponseMicroService):
             self._log(context, logging.INFO, "interstitial: connect; sending the researcher to ORCID")
             return Redirect(self._hop_url(record, data))
         flow.forget(context.state, self.name)
+        if choice == "skip":  # the page after ORCID refused the request
+            refused = OrcidOAuthError("refused", "ORCID refused the authorize request (error in the URL fragment)")
+            return self._after_error(context, data, record, refused, reference)
         if choice in ("not_now", "never") and record.mode != "require":
             return self._declined(context, data, record, choice)
         if choice == "cancel" or record.mode == "require":

@@ -412,3 +412,32 @@ def test_request_values_cannot_forge_log_lines(
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("satosa_orcid_plugin")]
     assert ours, "the plugin logged nothing for this request"
     assert not any(c in line for line in ours for c in ("\r", "\n", "\u2028"))
+
+
+@pytest.mark.parametrize("on_error", ["continue", "fail"])
+def test_orcid_refusing_the_request_in_the_fragment_gets_a_page_and_a_clean_way_back(
+    satosa_config, demo_sp, demo_layout, start_login, idp_respond, sp_receive, orcid_emulator, on_error,
+):
+    """ORCID answers invalid_scope / unsupported_response_type in the URL fragment, so the
+    browser comes back to the callback with nothing the proxy can read. The researcher is told
+    what happened, and the page's button ends the login cleanly at the service (without the iD,
+    or with an error under on_error: fail); the bare request alone ends nothing."""
+    client = app_with(satosa_config, on_error=on_error)
+    start_login(client, demo_sp)
+    to_orcid(client, idp_respond(client, "alice"))
+    page = client.get("/orcid/callback")  # what the browser requests for .../callback#error=invalid_scope
+    assert page.status_code == 400
+    soup = BeautifulSoup(page.get_data(as_text=True), "html.parser")
+    assert "ORCID did not accept the request" in soup.h1.get_text() and soup.find(id="reference").get_text()
+    assert "SAMLResponse" not in page.get_data(as_text=True)
+    action, fields = html_form_fields(page.get_data(as_text=True))
+    response = client.post(path_and_query(action), data={**fields, "choice": "skip"})
+    if on_error == "continue":
+        assert "eduPersonOrcid" not in sp_receive(response, demo_sp).attributes
+    else:
+        action, fields = html_form_fields(response.get_data(as_text=True))
+        assert action == demo_layout.sp_acs_url
+        with pytest.raises(Exception) as info:  # pysaml2 raises the SAML status as an exception
+            demo_sp.parse_response(fields["SAMLResponse"])
+        assert type(info.value).__name__.startswith("Status")
+    assert stored_link(demo_layout) is None
