@@ -17,6 +17,7 @@ Example (``proxy_conf/plugins/microservices/orcid.yaml``)::
       store:
         database_url: sqlite:////var/lib/satosa-orcid/links.db
         token_keys: !ENV SATOSA_ORCID_TOKEN_KEYS
+        timeouts: {connect: 2, login: 2, background: 60}   # seconds (the defaults)
 """
 from __future__ import annotations
 
@@ -122,11 +123,23 @@ class OrcidSettings:
 
 
 @dataclass(frozen=True)
+class StoreTimeouts:
+    """Seconds the link store may take (``store.timeouts``): ``connect`` to open a PostgreSQL
+    connection (libpq ``connect_timeout``, at least 2); ``login`` for one database call of the
+    proxy (statement, lock, pool wait, SQLite busy timeout, and a client-side deadline that
+    holds when the server hangs); ``background`` the same for the CLI and the sync worker."""
+    connect: float = 2.0
+    login: float = 2.0
+    background: float = 60.0
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     database_url: str
     token_keys: tuple[str, ...] = field(default=(), repr=False)
     user_key_secret: str | None = field(default=None, repr=False)
     auto_upgrade: bool | None = None  # None: SQLite only
+    timeouts: StoreTimeouts = StoreTimeouts()
 
     def __repr__(self) -> str:
         url = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", self.database_url)
@@ -372,7 +385,7 @@ def _parse_orcid(root: _Section) -> OrcidSettings:
 
 
 def _parse_store(root: _Section) -> StoreSettings:
-    s = root.section("store", {"database_url", "token_keys", "user_key_secret", "auto_upgrade"})
+    s = root.section("store", {"database_url", "token_keys", "user_key_secret", "auto_upgrade", "timeouts"})
     url = s.str("database_url", required=True)
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
         raise ConfigError(s.key("database_url"), "must be a sqlite:/// or postgresql+psycopg:// URL")
@@ -387,11 +400,18 @@ def _parse_store(root: _Section) -> StoreSettings:
         except (ValueError, TypeError):
             raise ConfigError(s.key("token_keys"), f"key #{i + 1} is not a valid Fernet key (32 url-safe base64 bytes)") from None
     auto = s.data.get("auto_upgrade")
+    t = s.section("timeouts", {"connect", "login", "background"})
+    defaults = StoreTimeouts()
+    timeouts = StoreTimeouts(connect=t.number("connect", defaults.connect), login=t.number("login", defaults.login),
+                             background=t.number("background", defaults.background))
+    if timeouts.connect < 2:
+        raise ConfigError(t.key("connect"), "must be at least 2 (libpq waits at least 2 seconds)")
     return StoreSettings(
         database_url=url,
         token_keys=keys,
         user_key_secret=s.str("user_key_secret"),
         auto_upgrade=None if auto is None else s.bool("auto_upgrade", False),
+        timeouts=timeouts,
     )
 
 

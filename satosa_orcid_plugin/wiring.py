@@ -18,18 +18,22 @@ from .config import PluginConfig, StoreSettings
 from .errors import ConfigError
 from .orcid_client import OrcidClient, http_session
 from .services import AdminService, LoginService, SyncWorker
-from .store import Store
+from .store import Budget, Store
 from .tokens import TokenCipher
 
 log = logging.getLogger(__name__)
 
 
-def build_store(settings: StoreSettings, *, instance: str | None = None, upgrade: bool = False) -> Store:
+def build_store(settings: StoreSettings, *, instance: str | None = None, upgrade: bool = False,
+                login: bool = False) -> Store:
     """The store of ``settings``; with ``upgrade`` its schema is migrated first (the proxy on
-    SQLite by default: ``store.auto_upgrade``)."""
+    SQLite by default: ``store.auto_upgrade``). ``login``: the proxy's time budget
+    (``store.timeouts.login``), else the CLI's and the worker's (``background``)."""
     secret = settings.user_key_secret.encode() if settings.user_key_secret else None
+    t = settings.timeouts
+    budget = Budget(connect=t.connect, call=t.login if login else t.background)
     store = Store.from_url(settings.database_url, TokenCipher.from_keys(settings.token_keys),
-                           user_key_secret=secret, instance=instance)
+                           user_key_secret=secret, instance=instance, budget=budget)
     if upgrade:
         store.db.upgrade()
     return store
@@ -51,7 +55,8 @@ def login_service(config: PluginConfig, *, instance: str | None = None) -> Login
     auto = config.store.auto_upgrade
     if auto is None:
         auto = config.store.database_url.startswith("sqlite")
-    return LoginService(config, build_client(config), build_store(config.store, instance=instance, upgrade=auto))
+    return LoginService(config, build_client(config), build_store(config.store, instance=instance, upgrade=auto,
+                                                                  login=True))
 
 
 def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings | None = None,

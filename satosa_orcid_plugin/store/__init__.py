@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from ..tokens import TokenCipher
-from .database import HEAD_REVISION, MIGRATIONS_DIR, VERSION_TABLE, Database
+from .database import BACKGROUND_BUDGET, HEAD_REVISION, MIGRATIONS_DIR, VERSION_TABLE, Budget, Database
 from .decisions import Decisions
 from .links import Link, Links
 from .once import Once
@@ -52,8 +52,10 @@ class Store:
         user_key_secret: bytes | None = None,
         instance: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        budget: Budget = BACKGROUND_BUDGET,
     ) -> "Store":
-        db = Database.from_url(database_url, user_key_secret=user_key_secret, instance=instance, clock=clock)
+        db = Database.from_url(database_url, budget=budget, user_key_secret=user_key_secret, instance=instance,
+                               clock=clock)
         return cls(db, cipher)
 
     def __repr__(self) -> str:
@@ -66,7 +68,7 @@ class Store:
 
 
 __all__ = [
-    "Store", "Database", "Link", "Item", "Pending", "Outbox", "RateLimiter",
+    "Store", "Database", "Budget", "BACKGROUND_BUDGET", "Link", "Item", "Pending", "Outbox", "RateLimiter",
     "ACTIVE", "REVOKED", "UNLINKED", "STATUSES", "PRODUCTION", "SANDBOX", "ENVIRONMENTS",
     "NOT_NOW", "NEVER", "DECISIONS", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES",
     "ACTIVITIES_UPDATE", "HEAD_REVISION", "MIGRATIONS_DIR", "VERSION_TABLE", "utcnow",

@@ -6,17 +6,26 @@ instances and workers sharing one database). Writers serialise per user and per 
 PostgreSQL advisory locks, SQLite ``BEGIN IMMEDIATE`` (which serialises every writer).
 Single-statement reads go through an engine without an explicit transaction (PostgreSQL
 AUTOCOMMIT, SQLite without BEGIN): one round trip each.
+
+Every call has a time budget (:class:`Budget`): the proxy's is a login's (seconds), the CLI's
+and the worker's a minute. A database that does not answer in time fails the call like one
+that refuses connections (StoreError), so a hung server never hangs a login.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
+import math
 import os
 import socket
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,11 +42,38 @@ from ..errors import ConfigError, StoreError
 from ..orcid_id import OrcidId
 from .schema import AuditRow, as_utc, utcnow
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration in migrations/versions (a test keeps this in step with alembic's head).
 HEAD_REVISION = "0004"
 VERSION_TABLE = "orcid_alembic_version"  # not "alembic_version": the database may be shared
-SQLITE_BUSY_TIMEOUT_S = 30
+# Migrations wait this long for another process's migration (SQLite busy timeout); on
+# PostgreSQL they run without statement/lock timeout, serialised by an advisory lock.
+MIGRATION_BUSY_TIMEOUT_S = 300
+# TCP keepalives and TCP_USER_TIMEOUT on PostgreSQL connections (libpq parameters,
+# https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS): a pooled
+# connection to a host that vanished is noticed after about 10 + 3 * 5 s idle, or 10 s of
+# unacknowledged data, instead of the kernel's default of hours.
+PG_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3",
+                 "tcp_user_timeout": "10000"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long the store may take: ``connect`` seconds to open a PostgreSQL connection
+    (libpq ``connect_timeout``; libpq waits at least 2 s, per address the host name has), and
+    ``call`` seconds for one database call: the wait for a pooled connection, each statement
+    and lock (PostgreSQL ``statement_timeout``, ``lock_timeout``), everything done on one
+    checked-out connection (a client-side deadline that also holds when the server is frozen
+    and cannot enforce its own timeouts), and SQLite's busy timeout."""
+
+    connect: float = 2.0
+    call: float = 60.0
+
+
+# The CLI's, the worker's and the tests'; the proxy's comes from store.timeouts.login.
+BACKGROUND_BUDGET = Budget()
 
 # Execution option read by the SQLite "begin" hook: which BEGIN to emit.
 _BEGIN_OPTION = "satosa_orcid_begin"
@@ -47,27 +83,128 @@ _LOCK_USER, _LOCK_ORCID, _LOCK_MIGRATE = 0x4F524331, 0x4F524332, 0x4F524333
 
 
 # --- engine ----------------------------------------------------------------------------
-def create_store_engine(database_url: str) -> Engine:
-    """An engine for ``sqlite:///path`` (WAL, foreign keys, busy timeout) or PostgreSQL."""
+def create_store_engine(database_url: str, budget: Budget = BACKGROUND_BUDGET) -> Engine:
+    """An engine for ``sqlite:///path`` (WAL, foreign keys, busy timeout) or PostgreSQL, every
+    call bounded by ``budget``."""
     try:
         url = sa.make_url(database_url)
     except ArgumentError:
         raise ConfigError("database_url", "not a database URL (sqlite:///path or postgresql+psycopg://...)") from None
     dialect = url.drivername.split("+", 1)[0]
     if dialect == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, budget)
     if dialect in ("postgresql", "postgres"):
         if "+" not in url.drivername:  # psycopg 3 is the driver we ship with
             url = url.set(drivername="postgresql+psycopg")
-        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return _postgresql_engine(url, budget)
     raise ConfigError("database_url", f"unsupported database {dialect!r} (use sqlite or postgresql)")
 
 
-def _sqlite_engine(url: sa.URL) -> Engine:
+def _postgresql_engine(url: sa.URL, budget: Budget) -> Engine:
+    """PostgreSQL with every wait bounded. Parameters given in the URL's query win."""
+    ms = max(1, int(budget.call * 1000))
+    params = {"connect_timeout": str(max(2, math.ceil(budget.connect))), **PG_KEEPALIVES}
+    connect_args: dict[str, Any] = {k: v for k, v in params.items() if k not in url.query}
+    # Server-side limits (https://www.postgresql.org/docs/current/runtime-config-client.html);
+    # a later -c in the URL's own ``options`` overrides ours.
+    own_options = " ".join(f"-c {name}={ms}" for name in ("statement_timeout", "lock_timeout"))
+    url_options = url.query.get("options")
+    connect_args["options"] = own_options + (f" {url_options}" if isinstance(url_options, str) else "")
+    # No pool_pre_ping: _bound_checkouts pings under the deadline instead.
+    engine = sa.create_engine(url, hide_parameters=True, pool_timeout=budget.call, connect_args=connect_args)
+    _DEADLINES[engine] = _Deadlines(budget.call)
+    _bound_checkouts(engine, _DEADLINES[engine])
+    return engine
+
+
+class _Deadlines:
+    """A client-side deadline per checked-out PostgreSQL connection. A server that is frozen
+    (or a host that stopped answering while the kernel still acknowledges) cannot enforce
+    ``statement_timeout``, and libpq has no read timeout: when the deadline passes, the
+    connection's socket is shut down, the call in progress fails at once, and the pool drops
+    that connection."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._timers: dict[int, threading.Timer] = {}
+
+    def arm(self, dbapi_connection: Any) -> None:
+        timer = threading.Timer(self.seconds, self._expire, (dbapi_connection,))
+        timer.daemon = True
+        with self._lock:
+            old = self._timers.get(id(dbapi_connection))
+            self._timers[id(dbapi_connection)] = timer
+        if old is not None:
+            old.cancel()
+        timer.start()
+
+    def disarm(self, dbapi_connection: Any) -> bool:
+        """Stop the deadline; False when it had already expired."""
+        with self._lock:
+            timer = self._timers.pop(id(dbapi_connection), None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    def _expire(self, dbapi_connection: Any) -> None:
+        with self._lock:
+            if self._timers.get(id(dbapi_connection)) is not threading.current_thread():
+                return  # disarmed (or re-armed) meanwhile
+            del self._timers[id(dbapi_connection)]
+            if dbapi_connection.closed:
+                return
+            log.warning("the database did not answer within %g s: connection aborted", self.seconds)
+            try:
+                sock = socket.socket(fileno=os.dup(dbapi_connection.fileno()))
+            except Exception:  # noqa: BLE001 - closed meanwhile
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns; libpq reports the loss
+            except OSError:
+                pass
+            finally:
+                sock.close()
+
+
+_DEADLINES: "weakref.WeakKeyDictionary[Engine, _Deadlines]" = weakref.WeakKeyDictionary()
+
+
+def _bound_checkouts(engine: Engine, deadlines: _Deadlines) -> None:
+    """Arm a deadline at checkout and stop it at checkin; ping a reused connection under it
+    (what ``pool_pre_ping`` does, but bounded: a ping to a frozen server never returns)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info["satosa_orcid_fresh"] = True
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        deadlines.arm(dbapi_connection)
+        if record.info.pop("satosa_orcid_fresh", False):
+            return  # just connected (within connect_timeout): no ping needed
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping sends
+            dbapi_connection.rollback()  # no-op unless the driver opened a transaction for it
+        except Exception as exc:  # noqa: BLE001 - any failure of the ping
+            if not deadlines.disarm(dbapi_connection):
+                # Timed out: fail this call now. Reconnecting would only wait again.
+                raise sa.exc.TimeoutError(f"the database did not answer within {deadlines.seconds:g} s") from exc
+            # A stale connection (server restarted, idle connection dropped): the pool
+            # replaces it with a fresh one and checks out again.
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+
+    for name in ("checkin", "invalidate", "soft_invalidate", "close", "close_detached", "detach"):
+        event.listen(engine, name, lambda dbapi_connection, *_rest: dbapi_connection is not None
+                     and deadlines.disarm(dbapi_connection))
+
+
+def _sqlite_engine(url: sa.URL, budget: Budget) -> Engine:
     in_memory = url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {
         "hide_parameters": True,
-        "connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        "connect_args": {"check_same_thread": False, "timeout": budget.call},
     }
     if in_memory:
         kwargs["poolclass"] = StaticPool  # one shared connection, or each one sees an empty database
@@ -85,7 +222,7 @@ def _sqlite_engine(url: sa.URL) -> Engine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cursor.execute(f"PRAGMA busy_timeout={int(budget.call * 1000)}")  # a writer waits this long
         finally:
             cursor.close()
 
@@ -136,8 +273,8 @@ class Database:
             self._read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
-    def from_url(cls, database_url: str, **kwargs: Any) -> "Database":
-        return cls(create_store_engine(database_url), **kwargs)
+    def from_url(cls, database_url: str, *, budget: Budget = BACKGROUND_BUDGET, **kwargs: Any) -> "Database":
+        return cls(create_store_engine(database_url, budget), **kwargs)
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -320,12 +457,28 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         config.set_main_option("path_separator", "os")
         try:
-            with self._write_engine.begin() as connection:
-                if self.postgresql:
-                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_MIGRATE, 0)))
-                config.attributes["connection"] = connection
-                config.attributes["version_table"] = VERSION_TABLE
-                command.upgrade(config, revision)
+            with self._write_engine.connect() as connection:
+                # A migration may wait for another process's and may take long: it runs
+                # outside the call budget (the caller is an operator or a starting proxy).
+                raw = connection.connection.dbapi_connection
+                if not self.postgresql:
+                    busy_ms = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+                    raw.execute(f"PRAGMA busy_timeout={MIGRATION_BUSY_TIMEOUT_S * 1000}")
+                try:
+                    with connection.begin():
+                        if self.postgresql:
+                            deadlines = _DEADLINES.get(self.engine)
+                            if deadlines is not None:
+                                deadlines.disarm(raw)
+                            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                            connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+                            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_MIGRATE, 0)))
+                        config.attributes["connection"] = connection
+                        config.attributes["version_table"] = VERSION_TABLE
+                        command.upgrade(config, revision)
+                finally:
+                    if not self.postgresql:
+                        raw.execute(f"PRAGMA busy_timeout={busy_ms}")
         except SQLAlchemyError as exc:
             raise store_error(exc) from exc
 
