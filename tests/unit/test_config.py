@@ -101,6 +101,12 @@ def test_policy_per_requester_and_sp_requests():
         ({"policy": {"default": "ask"}, "trigger": "always"}, "trigger"),
         ({"interstitial": {"templates_dir": "/nonexistent/dir"}}, "interstitial.templates_dir"),
         ({"connect": {"marker_ttl": "soon"}}, "connect.marker_ttl"),
+        ({"store": {"database_url": "sqlite:///x.db", "token_keys": [KEY], "timeouts": {"login": "soon"}}},
+         "store.timeouts.login"),
+        ({"store": {"database_url": "sqlite:///x.db", "token_keys": [KEY], "timeouts": {"connect": 1}}},
+         "store.timeouts.connect"),
+        ({"store": {"database_url": "sqlite:///x.db", "token_keys": [KEY], "timeouts": {"read": 1}}},
+         "store.timeouts.read"),
     ],
 )
 def test_bad_config_names_the_key_and_never_the_secret(changes, key):
@@ -202,3 +208,18 @@ def test_other_disambiguation_sources_are_normalised_as_orcid_stores_them():
     assert fundref.organization.disambiguation_source == "FUNDREF"
     ringgold = parse_affiliations({"organization": {**ORG, "disambiguation_source": "RINGGOLD", "disambiguated_id": 1846}})
     assert ringgold.organization.disambiguated_id == "1846"
+
+
+def test_the_proxy_waits_its_login_budget_for_a_busy_database_and_the_cli_its_background_one(tmp_path):
+    """SQLite's busy timeout (how long a writer waits for another) follows store.timeouts."""
+    from satosa_orcid_plugin.wiring import build_store
+
+    settings = parse_config(cfg(store={"database_url": f"sqlite:///{tmp_path / 'links.db'}", "token_keys": [KEY],
+                                       "timeouts": {"login": 1.5, "background": 45}})).store
+    for login, expected in ((True, 1500), (False, 45000)):
+        store = build_store(settings, login=login)
+        try:
+            with store.db.engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == expected
+        finally:
+            store.db.dispose()
