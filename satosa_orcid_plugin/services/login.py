@@ -169,9 +169,12 @@ class LoginService:
         limits = self.config.connect.limits
         secret = hashlib.sha256(b"connect client|" + "".join(self.config.store.token_keys[:1]).encode()).digest()
         who = hmac.new(secret, (client or "unknown").encode(), hashlib.sha256).hexdigest()[:40]
-        for name, rate, burst in ((f"connect:{who}", limits.client_rate, limits.client_burst),
+        for name, rate, burst in ((f"connect:c{who}", limits.client_rate, limits.client_burst),
                                   ("connect:total", limits.total_rate, limits.total_burst)):
-            if self.store.rate_limiter(rate=rate, burst=burst, name=name).try_acquire() > 0:
+            bucket = self.store.rate_limiter(rate=rate, burst=burst, name=name)
+            if name != "connect:total" and secrets.randbelow(100) == 0:  # one row per address, not forever
+                bucket.forget_refilled("connect:c")
+            if bucket.try_acquire() > 0:
                 raise ConnectThrottled("too many ORCID connect links " + ("in total" if "total" in name else
                                                                           "from this address"))
 
