@@ -101,6 +101,10 @@ def test_policy_per_requester_and_sp_requests():
         ({"policy": {"default": "ask"}, "trigger": "always"}, "trigger"),
         ({"interstitial": {"templates_dir": "/nonexistent/dir"}}, "interstitial.templates_dir"),
         ({"connect": {"marker_ttl": "soon"}}, "connect.marker_ttl"),
+        ({"connect": {"limits": {"client_rate": 0}}}, "connect.limits.client_rate"),
+        ({"connect": {"limits": {"total_burst": "lots"}}}, "connect.limits.total_burst"),
+        ({"connect": {"limits": {"trusted_proxies": True}}}, "connect.limits.trusted_proxies"),
+        ({"connect": {"limits": {"per_ip": 3}}}, "connect.limits.per_ip"),
     ],
 )
 def test_bad_config_names_the_key_and_never_the_secret(changes, key):
@@ -202,3 +206,12 @@ def test_other_disambiguation_sources_are_normalised_as_orcid_stores_them():
     assert fundref.organization.disambiguation_source == "FUNDREF"
     ringgold = parse_affiliations({"organization": {**ORG, "disambiguation_source": "RINGGOLD", "disambiguated_id": 1846}})
     assert ringgold.organization.disambiguated_id == "1846"
+
+
+def test_connect_limits_default_to_what_real_users_need_and_stay_below_orcids_quota():
+    limits = parse_config(cfg()).connect.limits
+    assert limits.trusted_proxies == 0  # X-Forwarded-For is the client's own writing unless configured
+    assert limits.client_burst >= 10 and limits.total_rate * 2 < 24  # two token calls per connect; ORCID: 24/s
+    custom = parse_config(cfg(connect={"limits": {"client_rate": "0.5", "client_burst": 3, "trusted_proxies": 1}}))
+    assert (custom.connect.limits.client_rate, custom.connect.limits.client_burst) == (0.5, 3)
+    assert custom.connect.limits.trusted_proxies == 1
