@@ -30,6 +30,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.body": "ORCID says the following iD belongs to you. Connect it to your institutional account {user}?",
         "connect.confirm.yes": "Yes, connect it",
         "connect.confirm.no": "No, this is not mine",
+        "connect.confirm.started": "Connection started at ORCID",
         "error.reference": "Reference",
     },
     "de": {
@@ -53,6 +54,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.body": "Laut ORCID gehört Ihnen die folgende iD. Mit Ihrem Konto {user} verbinden?",
         "connect.confirm.yes": "Ja, verbinden",
         "connect.confirm.no": "Nein, das ist nicht meine",
+        "connect.confirm.started": "Verbindung bei ORCID begonnen",
         "error.reference": "Referenz",
     },
     "fr": {
@@ -76,6 +78,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.body": "Selon ORCID, l'identifiant suivant vous appartient. L'associer à votre compte {user} ?",
         "connect.confirm.yes": "Oui, l'associer",
         "connect.confirm.no": "Non, ce n'est pas le mien",
+        "connect.confirm.started": "Association commencée chez ORCID",
         "error.reference": "Référence",
     },
     "es": {
@@ -99,6 +102,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.body": "Según ORCID, el siguiente iD le pertenece. ¿Conectarlo a su cuenta {user}?",
         "connect.confirm.yes": "Sí, conectarlo",
         "connect.confirm.no": "No, no es mío",
+        "connect.confirm.started": "Conexión iniciada en ORCID",
         "error.reference": "Referencia",
     },
 }

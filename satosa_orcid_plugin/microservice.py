@@ -162,8 +162,10 @@ class OrcidConnect(ResponseMicroService):
         token = flow.form_token()  # no OAuth here: the record's state is the form's token too
         record = self._save(context, FlowKind.CONFIRM, token, data, user=user_key, pending=handle,
                             mode=decision.mode, form=token)
+        started = pending.created_at.strftime("%Y-%m-%d %H:%M UTC") if pending.created_at else None
         return self._page(pages.translated("confirm.html", self.config.interstitial.templates_dir, record.lang,
                                            user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
+                                           orcid_name=pending.name, started=started,
                                            action=f"{self.endpoint_base}/confirm"))
 
     # --- ORCID sends the browser back ---------------------------------------------------
@@ -316,9 +318,10 @@ class OrcidConnect(ResponseMicroService):
         else:
             self._log(context, logging.INFO, "Institutional Connect: verified, pending the next institutional login")
             # SameSite=None: it must reach the proxy on the IdP's cross-site POST of the next login.
+            # A session cookie: it goes when the browser closes (a shared browser's next user
+            # does not inherit it); the pending link itself expires after connect.pending_ttl.
             template, cookie = "pending.html", set_cookie(self.pending_cookie, record.pending, path="/", samesite="None",
-                                                          max_age=self.config.connect.pending_ttl_seconds,
-                                                          secure=self.secure)
+                                                          max_age=None, secure=self.secure)
         return self._page(pages.translated(template, self.config.interstitial.templates_dir, record.lang or "en",
                                            institution=self.config.interstitial.institution, user=record.user,
                                            orcid_name=result.name, orcid_uri=result.orcid.uri), headers=[cookie])

@@ -122,3 +122,20 @@ def test_without_secure_cookies_the_names_carry_no_prefix(satosa_config, demo_la
     sp_receive(response, demo_sp)
     marker = next(h for h in response.headers.getlist("Set-Cookie") if "_signin=" in h)
     assert marker.startswith("orcid_signin=") and "Secure" not in marker and "Path=/;" in marker
+
+
+def test_the_pending_handle_ends_with_the_browser_and_the_confirmation_names_the_record(
+    satosa_app, demo_sp, start_login, idp_respond, connect_link, orcid_consent,
+):
+    """A shared browser's next user finds no pending link once the browser was closed; one who
+    does sees whose ORCID record it is and when the connection was started."""
+    result = verify_at_orcid(satosa_app, satosa_app.get(path_and_query(connect_link())), orcid_consent)
+    cookie = next(h for h in result.headers.getlist("Set-Cookie") if h.startswith(f"{PENDING}="))
+    attributes = [a.strip() for a in cookie.split(";")[1:]]
+    assert {"Path=/", "Secure", "HttpOnly", "SameSite=None"} <= set(attributes)
+    assert not [a for a in attributes if a.lower().startswith(("domain", "max-age", "expires"))]  # a session cookie
+    start_login(satosa_app, demo_sp)
+    page = page_of(idp_respond(satosa_app, "alice"))
+    assert page.find(id="orcid-name").get_text() == "Josiah Carberry"
+    assert page.find(id="orcid-uri").get_text() == JOSIAH_URI
+    assert page.find(id="started").get_text().endswith("UTC")
