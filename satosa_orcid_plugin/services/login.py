@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from ..config import PluginConfig
-from ..errors import BadCallback, CallbackReplayed, ConnectMismatch, ConnectThrottled, LinkConflict, MissingFlowState, OrcidError
+from ..errors import (BadCallback, CallbackReplayed, ConnectMismatch, ConnectThrottled, LinkConflict, MissingFlowState,
+                      OrcidError)
 from ..orcid_client import Grant, OrcidClient
 from ..orcid_id import OrcidId
 from ..policy import Action, Decision, decide
@@ -169,14 +170,14 @@ class LoginService:
         limits = self.config.connect.limits
         secret = hashlib.sha256(b"connect client|" + "".join(self.config.store.token_keys[:1]).encode()).digest()
         who = hmac.new(secret, (client or "unknown").encode(), hashlib.sha256).hexdigest()[:40]
-        for name, rate, burst in ((f"connect:c{who}", limits.client_rate, limits.client_burst),
-                                  ("connect:total", limits.total_rate, limits.total_burst)):
-            bucket = self.store.rate_limiter(rate=rate, burst=burst, name=name)
-            if name != "connect:total" and secrets.randbelow(100) == 0:  # one row per address, not forever
-                bucket.forget_refilled("connect:c")
+        client_bucket = self.store.rate_limiter(rate=limits.client_rate, burst=limits.client_burst,
+                                                name=f"connect:c{who}")
+        if secrets.randbelow(100) == 0:  # one row per address seen, but not forever
+            client_bucket.forget_refilled("connect:c")
+        total_bucket = self.store.rate_limiter(rate=limits.total_rate, burst=limits.total_burst, name="connect:total")
+        for bucket, where in ((client_bucket, "from this address"), (total_bucket, "in total")):
             if bucket.try_acquire() > 0:
-                raise ConnectThrottled("too many ORCID connect links " + ("in total" if "total" in name else
-                                                                          "from this address"))
+                raise ConnectThrottled(f"too many ORCID connect links {where}")
 
     def connect_exchange(self, code: str, redirect_uri: str) -> Grant:
         """Exchange ORCID's state-less connect code at once, and never twice."""
