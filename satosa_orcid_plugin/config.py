@@ -160,10 +160,27 @@ class InterstitialSettings:
 
 
 @dataclass(frozen=True)
+class ConnectLimits:
+    """Token buckets (in the database, shared by every instance) on ``/orcid/connect``'s code
+    exchanges, before any call to ORCID. ORCID's member API allows 24 requests/s per client
+    in total (https://info.orcid.org/ufaqs/what-are-the-api-limits/); a connect costs two
+    token calls and a revocation, so the defaults leave most of it to logins and sync.
+    ``client_*`` is per client address (a whole campus behind one NAT shares it, hence the
+    burst); ``trusted_proxies`` > 0 takes the address that many hops from the right of
+    ``X-Forwarded-For`` (set it only when that many proxies you run append to it)."""
+    client_rate: float = 0.2     # exchanges refilled per second per client address (12/min)
+    client_burst: int = 20
+    total_rate: float = 4.0      # exchanges refilled per second for the whole deployment
+    total_burst: int = 40
+    trusted_proxies: int = 0
+
+
+@dataclass(frozen=True)
 class ConnectSettings:
     marker_ttl_seconds: int = 900
     pending_ttl_seconds: int = 3600
-    cookie_secure: bool = True
+    cookie_secure: bool = True   # also: the __Host- cookie prefix (RFC 6265bis section 4.1.3.2)
+    limits: ConnectLimits = ConnectLimits()
 
 
 @dataclass(frozen=True)
@@ -498,11 +515,22 @@ def _parse_interstitial(root: _Section) -> InterstitialSettings:
 
 
 def _parse_connect(root: _Section) -> ConnectSettings:
-    s = root.section("connect", {"marker_ttl", "pending_ttl", "cookie_secure"})
+    s = root.section("connect", {"marker_ttl", "pending_ttl", "cookie_secure", "limits"})
+    lim, d = s.section("limits", {"client_rate", "client_burst", "total_rate", "total_burst", "trusted_proxies"}), \
+        ConnectLimits()
+    proxies = lim.data.get("trusted_proxies", d.trusted_proxies)
+    if not isinstance(proxies, int) or isinstance(proxies, bool) or not 0 <= proxies <= 5:
+        raise ConfigError(lim.key("trusted_proxies"), "must be a whole number from 0 to 5")
     return ConnectSettings(
         marker_ttl_seconds=s.duration("marker_ttl", 900),
         pending_ttl_seconds=s.duration("pending_ttl", 3600),
         cookie_secure=s.bool("cookie_secure", True),
+        limits=ConnectLimits(
+            client_rate=lim.number("client_rate", d.client_rate),
+            client_burst=int(lim.number("client_burst", d.client_burst, minimum=0.999)),
+            total_rate=lim.number("total_rate", d.total_rate),
+            total_burst=int(lim.number("total_burst", d.total_burst, minimum=0.999)),
+            trusted_proxies=proxies),
     )
 
 

@@ -68,9 +68,11 @@ def read_cookie(cookie_header: str | None, name: str) -> str | None:
     return morsel.value if morsel and morsel.value else None
 
 
-def set_cookie(name: str, value: str, *, path: str, max_age: int, secure: bool = True,
+def set_cookie(name: str, value: str, *, path: str, max_age: int | None, secure: bool = True,
                samesite: str = "Lax") -> tuple[str, str]:
-    parts = [f"{name}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly", f"SameSite={samesite}"]
+    """``max_age=None``: a session cookie, gone when the browser closes."""
+    age = [] if max_age is None else [f"Max-Age={max_age}"]
+    parts = [f"{name}={value}", f"Path={path}", *age, "HttpOnly", f"SameSite={samesite}"]
     if secure or samesite == "None":
         parts.append("Secure")
     return (SET_COOKIE, "; ".join(parts))

@@ -213,3 +213,9 @@ class CallbackReplayed(FlowError):
     """This ORCID callback (or Institutional Connect code) was already processed."""
 
     code = "callback_replayed"
+
+
+class ConnectThrottled(FlowError):
+    """Too many Institutional Connect codes from this client (or in total): nothing was sent to ORCID."""
+
+    code = "connect_throttled"

@@ -12,8 +12,10 @@ Register ``<BASE>/orcid/callback`` and ``<BASE>/orcid/connect`` as redirect URIs
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +29,7 @@ from satosa.response import Redirect, Response
 from . import flow, metrics, pages, policy
 from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
-from .errors import CallbackReplayed, ConfigError, LinkConflict, OrcidOAuthError, OrcidPluginError, UserDenied
+from .errors import CallbackReplayed, ConfigError, ConnectThrottled, LinkConflict, OrcidOAuthError, OrcidPluginError, UserDenied
 from .flow import FlowKind, FlowRecord
 from .i18n import negotiate
 from .ops.cookie_size import warn_at_startup
@@ -78,12 +80,14 @@ class OrcidConnect(ResponseMicroService):
         base = (self.config.redirect_base or self.base_url).rstrip("/")
         self.redirect_uri = f"{base}/{self.name}/callback"
         self.connect_uri = f"{base}/{self.name}/connect"
-        self.cookie_path = f"{urlsplit(self.base_url).path.rstrip('/')}/{self.name}"
         self.endpoint_base = f"{self.base_url.rstrip('/')}/{self.name}"
-        self.marker_cookie = f"{self.name}_signin"
-        self.pending_cookie = f"{self.name}_pending"
-        self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
         self.secure = self.config.connect.cookie_secure
+        # __Host- (RFC 6265bis section 4.1.3.2): Secure, Path=/, no Domain, so a sibling
+        # domain cannot plant or overwrite them. Only with Secure: plain http refuses it.
+        prefix = "__Host-" if self.secure else ""
+        self.marker_cookie = f"{prefix}{self.name}_signin"
+        self.pending_cookie = f"{prefix}{self.name}_pending"
+        self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.base_url))
         self.headers = pages.headers(form_targets=(self.config.orcid.base_url,))
         warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
@@ -143,8 +147,9 @@ class OrcidConnect(ResponseMicroService):
         who this browser just authenticated, for ORCID's state-less connect redirect."""
         response = self._continue(context, data, None, outcome="orcid_signin")
         if user_key and hasattr(response, "headers"):
-            marker = self.sealer.seal({"u": user_key, "t": int(time.time())})
-            response.headers.append(set_cookie(self.marker_cookie, marker, path=self.cookie_path,
+            # "n": the marker's id, claimed (store.once) when /connect uses it, in whatever browser.
+            marker = self.sealer.seal({"u": user_key, "t": int(time.time()), "n": secrets.token_urlsafe(16)})
+            response.headers.append(set_cookie(self.marker_cookie, marker, path="/",
                                                max_age=self.config.connect.marker_ttl_seconds, secure=self.secure))
             self._log(context, logging.INFO, "institutional sign-in to ORCID: marker set")
         return response
@@ -157,8 +162,10 @@ class OrcidConnect(ResponseMicroService):
         token = flow.form_token()  # no OAuth here: the record's state is the form's token too
         record = self._save(context, FlowKind.CONFIRM, token, data, user=user_key, pending=handle,
                             mode=decision.mode, form=token)
+        started = pending.created_at.strftime("%Y-%m-%d %H:%M UTC") if pending.created_at else None
         return self._page(pages.translated("confirm.html", self.config.interstitial.templates_dir, record.lang,
                                            user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
+                                           orcid_name=pending.name, started=started,
                                            action=f"{self.endpoint_base}/confirm"))
 
     # --- ORCID sends the browser back ---------------------------------------------------
@@ -256,16 +263,43 @@ class OrcidConnect(ResponseMicroService):
             self._log(context, logging.WARNING, f"connect without a code (ref {reference})")
             return self._error_page(context, reference, "connect_invalid")
         try:
-            start = self.service.begin_connect(code, self.connect_uri)
+            start = self.service.begin_connect(code, self.connect_uri, client=self._client_address(context))
+        except ConnectThrottled as exc:
+            self._log(context, logging.WARNING, f"connect refused, nothing sent to ORCID: {exc} (ref {reference})")
+            self._metric("failed", exc.code)
+            return self._error_page(context, reference, "connect_throttled", headers=[("Retry-After", "60")])
         except OrcidPluginError as exc:
             self._log(context, logging.WARNING, f"connect code rejected: {exc.code} (ref {reference})")
             return self._error_page(context, reference, "connect_rejected")
-        marker = self.sealer.open(read_cookie(getattr(context, "cookie", None), self.marker_cookie),
-                                  ttl=self.config.connect.marker_ttl_seconds)
         record = self._save(context, FlowKind.CONNECT, start.hop.state, nonce=start.hop.nonce,
-                            user=marker.get("u") if marker else None, pending=start.handle)
+                            user=self._use_marker(context, reference), pending=start.handle)
         self._log(context, logging.INFO, "connect: verifying the ORCID account with a state-protected authorize")
-        return Redirect(self._hop_url(record, scopes=start.hop.scopes))
+        response = Redirect(self._hop_url(record, scopes=start.hop.scopes))
+        response.headers.append(self._clear_marker())
+        return response
+
+    def _use_marker(self, context: Context, reference: str) -> str | None:
+        """The institutional user of this browser's sign-in marker, claimed once for all
+        browsers (a copy used before, or after, is worth nothing); None without one."""
+        ttl = self.config.connect.marker_ttl_seconds
+        marker = self.sealer.open(read_cookie(getattr(context, "cookie", None), self.marker_cookie), ttl=ttl)
+        if not marker or not isinstance(marker.get("u"), str) or not isinstance(marker.get("n"), str):
+            return None
+        expires = datetime.fromtimestamp(int(marker.get("t") or 0) + ttl + 60, timezone.utc)
+        if not self.service.claim_marker(marker["n"], max(expires, datetime.now(timezone.utc) + timedelta(minutes=1))):
+            self._log(context, logging.WARNING, f"connect: sign-in marker already used, ignored (ref {reference})")
+            return None
+        return marker["u"]
+
+    def _client_address(self, context: Context) -> str | None:
+        """The address the rate limit counts: REMOTE_ADDR (SATOSA copies REMOTE_* into
+        ``http_headers``), i.e. the reverse proxy's behind one, unless ``trusted_proxies`` says
+        how many proxies of ours append to X-Forwarded-For (the client can write the rest)."""
+        headers = getattr(context, "http_headers", None) or {}
+        hops = self.config.connect.limits.trusted_proxies
+        forwarded = [a.strip() for a in str(headers.get("HTTP_X_FORWARDED_FOR") or "").split(",") if a.strip()]
+        address = forwarded[-hops] if hops and len(forwarded) >= hops else headers.get("REMOTE_ADDR")
+        return str(address)[:64] if address else None
 
     def _connect_verified(self, context: Context, record: FlowRecord, params: dict[str, Any], reference: str) -> Any:
         try:
@@ -284,11 +318,13 @@ class OrcidConnect(ResponseMicroService):
         else:
             self._log(context, logging.INFO, "Institutional Connect: verified, pending the next institutional login")
             # SameSite=None: it must reach the proxy on the IdP's cross-site POST of the next login.
+            # A session cookie: it goes when the browser closes (a shared browser's next user
+            # does not inherit it); the pending link itself expires after connect.pending_ttl.
             template, cookie = "pending.html", set_cookie(self.pending_cookie, record.pending, path="/", samesite="None",
-                                                          max_age=self.config.connect.pending_ttl_seconds)
+                                                          max_age=None, secure=self.secure)
         return self._page(pages.translated(template, self.config.interstitial.templates_dir, record.lang or "en",
-                                           institution=self.config.interstitial.institution,
-                                           orcid_uri=result.orcid.uri), headers=[cookie])
+                                           institution=self.config.interstitial.institution, user=record.user,
+                                           orcid_name=result.name, orcid_uri=result.orcid.uri), headers=[cookie])
 
     def _confirm(self, context: Context, reference: str) -> Any:
         params = self._params(context)
@@ -299,7 +335,7 @@ class OrcidConnect(ResponseMicroService):
         flow.forget(context.state, self.name)
         response = self._confirmed(context, data, record, flow.param(params, "choice") == "yes", reference)
         if hasattr(response, "headers"):
-            response.headers.append(clear_cookie(self.pending_cookie, path="/", samesite="None"))
+            response.headers.append(clear_cookie(self.pending_cookie, path="/", samesite="None", secure=self.secure))
         return response
 
     def _confirmed(self, context: Context, data: InternalData, record: FlowRecord, yes: bool, reference: str) -> Any:
@@ -418,7 +454,7 @@ class OrcidConnect(ResponseMicroService):
         return lu.get_session_id(context.state)
 
     def _clear_marker(self) -> tuple[str, str]:
-        return clear_cookie(self.marker_cookie, path=self.cookie_path, secure=self.secure)
+        return clear_cookie(self.marker_cookie, path="/", secure=self.secure)
 
     def _page(self, body: str, status: str = "200 OK", headers: list | None = None) -> Response:
         return Response(body, status=status, headers=self.headers + (headers or []), content="text/html; charset=utf-8")

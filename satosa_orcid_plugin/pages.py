@@ -64,6 +64,9 @@ ERRORS: dict[str, tuple[str, str, str]] = {
     "connect_rejected": (NOT_CONNECTED, "ORCID did not confirm this connection. Please try again from your ORCID inbox.",
                          "400 Bad Request"),
     "connect_failed": (NOT_CONNECTED, "ORCID did not confirm this connection.", "400 Bad Request"),
+    "connect_throttled": ("Too many attempts", "Too many ORCID connection links reached us from your network just "
+                          "now. Please wait a minute, then use the link in your ORCID inbox again.",
+                          "429 Too Many Requests"),
     "wrong_state": ("This link is not for this sign-in",
                     "ORCID sent back an answer that does not belong to the sign-in in this browser. If you "
                     "were connecting your ORCID iD, go back to that tab and finish there.", "400 Bad Request"),

@@ -7,14 +7,17 @@ It joins the ORCID client, the store and the policy, and knows nothing about SAT
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from ..config import PluginConfig
-from ..errors import CallbackReplayed, ConnectMismatch, LinkConflict, MissingFlowState, OrcidError
+from ..errors import (BadCallback, CallbackReplayed, ConnectMismatch, ConnectThrottled, LinkConflict, MissingFlowState,
+                      OrcidError)
 from ..orcid_client import Grant, OrcidClient
 from ..orcid_id import OrcidId
 from ..policy import Action, Decision, decide
@@ -22,6 +25,11 @@ from ..store import Link, Pending, Store, utcnow
 from ..tokens import TokenSet
 
 log = logging.getLogger(__name__)
+
+# ORCID-Source's OrcidAuthorizationCodeServiceImpl extends Spring Security OAuth2's
+# RandomValueAuthorizationCodeServices, whose RandomValueStringGenerator makes 6 characters
+# of [0-9A-Za-z]. Lenient, should ORCID lengthen them or go URL-safe: 6 to 64 of [0-9A-Za-z_-].
+CONNECT_CODE = re.compile(r"[0-9A-Za-z_-]{6,64}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class ConnectStart:
 class ConnectResult:
     orcid: OrcidId
     link: Link | None  # None: verified, and pending until the next institutional login
+    name: str | None = None  # the record's name, as ORCID gives it
 
 
 class LoginService:
@@ -97,8 +106,14 @@ class LoginService:
 
     def claim_callback(self, state: str, expires_at: datetime) -> bool:
         """True the first time a callback for this OAuth state is processed, False on replay."""
-        digest = hashlib.sha256(state.encode()).hexdigest()
-        return self.store.once.consume(f"state:{digest}", expires_at)
+        return self._claim("state", state, expires_at)
+
+    def claim_marker(self, marker_id: str, expires_at: datetime) -> bool:
+        """True the first time a sign-in marker is used, in any browser; False after."""
+        return self._claim("marker", marker_id, expires_at)
+
+    def _claim(self, kind: str, value: str, expires_at: datetime) -> bool:
+        return self.store.once.consume(f"{kind}:{hashlib.sha256(value.encode()).hexdigest()}", expires_at)
 
     def complete_hop(
         self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None,
@@ -147,16 +162,39 @@ class LoginService:
         return self.store.outbox.link_extra(self._affiliation_settings(), attributes or {})
 
     # --- Institutional Connect ------------------------------------------------------
+    def guard_connect(self, code: str, client: str | None) -> None:
+        """No ORCID call without a reason: a code of ORCID's shape, and a token from this
+        client address's bucket and from the deployment's (both in the database)."""
+        if not CONNECT_CODE.fullmatch(code):
+            raise BadCallback("this is not an ORCID authorization code")
+        limits = self.config.connect.limits
+        secret = hashlib.sha256(b"connect client|" + "".join(self.config.store.token_keys[:1]).encode()).digest()
+        who = hmac.new(secret, (client or "unknown").encode(), hashlib.sha256).hexdigest()[:40]
+        client_bucket = self.store.rate_limiter(rate=limits.client_rate, burst=limits.client_burst,
+                                                name=f"connect:c{who}")
+        if secrets.randbelow(100) == 0:  # one row per address seen, but not forever
+            client_bucket.forget_refilled("connect:c")
+        total_bucket = self.store.rate_limiter(rate=limits.total_rate, burst=limits.total_burst, name="connect:total")
+        for bucket, where in ((client_bucket, "from this address"), (total_bucket, "in total")):
+            if bucket.try_acquire() > 0:
+                raise ConnectThrottled(f"too many ORCID connect links {where}")
+
     def connect_exchange(self, code: str, redirect_uri: str) -> Grant:
         """Exchange ORCID's state-less connect code at once, and never twice."""
-        digest = hashlib.sha256(code.encode()).hexdigest()
-        if not self.store.once.consume(f"code:{digest}", self.clock() + timedelta(hours=1)):
+        key = f"code:{hashlib.sha256(code.encode()).hexdigest()}"
+        if not self.store.once.consume(key, self.clock() + timedelta(hours=1)):
             raise CallbackReplayed("this ORCID connect link was already used")
-        return self.client.exchange_code(code, redirect_uri, require_id_token=False)
+        try:
+            return self.client.exchange_code(code, redirect_uri, require_id_token=False)
+        except OrcidError:
+            self.store.once.release(key)  # ORCID refused it, and refuses it again: no row kept
+            raise
 
-    def begin_connect(self, code: str, connect_uri: str) -> ConnectStart:
-        """ORCID's state-less connect code: exchange it at once (never twice), keep the grant
-        pending, and start the state-protected authorize that must name the same iD."""
+    def begin_connect(self, code: str, connect_uri: str, *, client: str | None = None) -> ConnectStart:
+        """ORCID's state-less connect code: checked (shape, rate) before any call to ORCID,
+        exchanged at once (never twice), kept pending, and followed by the state-protected
+        authorize that must name the same iD."""
+        self.guard_connect(code, client)
         grant = self.connect_exchange(code, connect_uri)
         return ConnectStart(self.keep_pending(grant), self.start_hop(grant.scope))
 
@@ -167,7 +205,7 @@ class LoginService:
         fresh = self.exchange(code, redirect_uri, nonce=nonce, require_id_token=False)
         pending = self.verify_connect(handle, fresh)
         link = self.finish_pending(handle, user_key, session_id=session_id) if user_key else None
-        return ConnectResult(pending.orcid, link)
+        return ConnectResult(pending.orcid, link, pending.name)
 
     def keep_pending(self, grant: Grant, *, verified: bool = False) -> str:
         """Keep a grant whose institutional user is not known yet; returns the cookie handle."""

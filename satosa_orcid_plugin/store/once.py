@@ -35,3 +35,8 @@ class Once:
             with self.db.transaction() as session:
                 session.execute(sa.delete(OnceRow).where(OnceRow.expires_at <= now))
         return True
+
+    def release(self, key: str) -> None:
+        """Forget ``key`` (a code ORCID refused: its own single use guards it from here on)."""
+        with self.db.transaction() as session:
+            session.execute(sa.delete(OnceRow).where(OnceRow.key == key))

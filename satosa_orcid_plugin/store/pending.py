@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from ..orcid_id import OrcidId
 from ..tokens import TokenSet
 from .database import Database
-from .schema import PRODUCTION, SANDBOX, PendingRow
+from .schema import PRODUCTION, SANDBOX, PendingRow, as_utc
 from .vault import Vault
 
 
@@ -26,6 +26,7 @@ class Pending:
     tokens: TokenSet
     name: str | None
     amr: str | None
+    created_at: datetime | None = None  # when the connect that left it started
 
 
 def _hash(handle: str) -> str:
@@ -63,7 +64,8 @@ class PendingLinks:
             if row is None or row.expires_at <= self.db.now():
                 return None
             tokens = self.vault.open(row.access_token_enc, row.refresh_token_enc, row.expires_at_token, row.scope)
-            return Pending(OrcidId(row.orcid, row.environment == SANDBOX), row.verified, tokens, row.name, row.amr)
+            return Pending(OrcidId(row.orcid, row.environment == SANDBOX), row.verified, tokens, row.name, row.amr,
+                           as_utc(row.created_at, "created_at"))
 
     def mark_verified(self, handle: str, tokens: TokenSet) -> None:
         sealed = self.vault.seal(tokens)

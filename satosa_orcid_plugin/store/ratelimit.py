@@ -107,6 +107,17 @@ class RateLimiter:
         row.tokens = tokens
         return (1.0 - tokens) / self.rate
 
+    def forget_refilled(self, prefix: str) -> int:
+        """Delete the buckets named ``prefix``... (of this rate and burst) that have refilled
+        completely: a full bucket and no bucket are the same, and per-client buckets would
+        otherwise pile up one row per address ever seen."""
+        with self.db.transaction() as session:
+            now = self._now(session)
+            result = session.execute(sa.delete(RateBucketRow).where(
+                RateBucketRow.name.startswith(prefix, autoescape=True),
+                RateBucketRow.refilled_at + (self.burst - RateBucketRow.tokens) / self.rate <= now))
+        return int(result.rowcount or 0)
+
     def reset(self) -> None:
         """Forget the bucket (tests, or after changing the rate)."""
         try:

@@ -237,8 +237,8 @@ def test_journey_3_institutional_sign_in_at_orcid_then_connect_binds_the_id(stac
         # The proxy answered ORCID's SP directly: no interstitial, no hop; the marker is set.
         page.get_by_role("heading", name="Link your").wait_for()
         assert page.url == f"{layout.emulator_url}/Shibboleth.sso/SAML2/POST"
-        marker = [c for c in context.cookies(layout.proxy_base + "/orcid/") if c["name"] == "orcid_signin"]
-        assert marker and marker[0]["path"] == "/orcid" and marker[0]["httpOnly"] and marker[0]["secure"]
+        marker = [c for c in context.cookies(layout.proxy_base + "/orcid/") if c["name"] == "__Host-orcid_signin"]
+        assert marker and marker[0]["path"] == "/" and marker[0]["httpOnly"] and marker[0]["secure"]
         assert page.locator("#account-id").inner_text() == "alice@demo.example.org"
         shots(page, "orcid-link-account")
         page.get_by_label("Email or 16-digit ORCID iD").fill(JOSIAH)
@@ -266,7 +266,7 @@ def test_journey_3_institutional_sign_in_at_orcid_then_connect_binds_the_id(stac
         assert tab.url.startswith(f"{layout.proxy_base}/orcid/callback?")
         assert tab.locator("#orcid-uri").inner_text() == JOSIAH_URI
         shots(tab, "proxy-connected")
-        assert not [c for c in context.cookies(layout.proxy_base + "/orcid/") if c["name"] == "orcid_signin"]
+        assert not [c for c in context.cookies(layout.proxy_base + "/orcid/") if c["name"] == "__Host-orcid_signin"]
 
         # Every service now gets the iD, and the login never goes near ORCID.
         to_orcid = []

@@ -6,6 +6,7 @@ already linked, linked to another iD, unknown handle)."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -19,8 +20,8 @@ from test_institutional_connect import SOFIA, connect_link, orcid_signin_app, pa
 JOSIAH = "0000-0002-1825-0097"
 JOSIAH_URI = f"https://orcid.org/{JOSIAH}"
 ALICE = "alice@demo.example.org"
-MARKER = "orcid_signin"
-PENDING = "orcid_pending"
+MARKER = "__Host-orcid_signin"
+PENDING = "__Host-orcid_pending"
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -29,7 +30,7 @@ def sign_in_to_orcid_through(client, demo_sp, start_login, idp_respond, sp_recei
     start_login(client, demo_sp)
     released = sp_receive(idp_respond(client, user), demo_sp)
     assert "eduPersonOrcid" not in released.attributes
-    assert client.get_cookie(MARKER, path="/orcid") is not None
+    assert client.get_cookie(MARKER) is not None
 
 
 def start_connect(client, link):
@@ -55,7 +56,7 @@ def sealed_marker(demo_layout, user=ALICE, *, age=0, key=None):
 
     keys = [key] if key else demo_layout.env()["SATOSA_ORCID_TOKEN_KEYS"].split(",")
     issued = int(time.time()) - age
-    payload = json.dumps({"u": user, "t": issued}, separators=(",", ":")).encode()
+    payload = json.dumps({"u": user, "t": issued, "n": secrets.token_urlsafe(16)}, separators=(",", ":")).encode()
     return CookieSealer(keys, "institutional sign-in marker")._fernet.encrypt_at_time(payload, issued).decode()
 
 
@@ -105,7 +106,7 @@ def test_only_a_fresh_marker_sealed_by_the_proxy_binds_on_the_spot(
         "forged": lambda: sealed_marker(demo_layout, key=TokenCipher.generate_key()),
         "garbage": lambda: "not-a-marker",
     }[marker]()
-    satosa_app.set_cookie(MARKER, value, path="/orcid")
+    satosa_app.set_cookie(MARKER, value)
     result = verify_at_orcid(satosa_app, satosa_app.get(path_and_query(connect_link())), orcid_consent)
     assert result.status_code == 200
     title = page_of(result).h1.get_text()

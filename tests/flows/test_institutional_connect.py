@@ -56,8 +56,8 @@ def test_signin_to_orcid_through_the_proxy_never_hops_and_binds_the_connect_call
     response = idp_respond(client, "alice")
     released = sp_receive(response, demo_sp)  # straight back to "ORCID": no interstitial, no hop
     assert "eduPersonOrcid" not in released.attributes
-    marker = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("orcid_signin=")]
-    assert marker and "HttpOnly" in marker[0] and "Path=/orcid" in marker[0] and "Secure" in marker[0]
+    marker = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("__Host-orcid_signin=")]
+    assert marker and "HttpOnly" in marker[0] and "Path=/;" in marker[0] and "Domain" not in marker[0] and "Secure" in marker[0]
 
     result = verify_at_orcid(client, client.get(path_and_query(connect_link())), orcid_consent)
     assert result.status_code == 200
@@ -78,7 +78,7 @@ def test_without_a_marker_the_link_waits_for_the_next_login_and_its_confirmation
 ):
     result = verify_at_orcid(satosa_app, satosa_app.get(path_and_query(connect_link())), orcid_consent)
     assert result.status_code == 200 and "Almost done" in page_of(result).h1.get_text()
-    pending_cookie = [h for h in result.headers.getlist("Set-Cookie") if h.startswith("orcid_pending=")][0]
+    pending_cookie = [h for h in result.headers.getlist("Set-Cookie") if h.startswith("__Host-orcid_pending=")][0]
     assert "HttpOnly" in pending_cookie and "Secure" in pending_cookie and "SameSite=None" in pending_cookie
     assert stored_link(demo_layout) is None
 

@@ -107,7 +107,7 @@ def requests_for(endpoint: str, live: dict[str, str]) -> st.SearchStrategy:
             cookie_parts.append(f"SATOSA_STATE={value[:i]}{draw(letters)}{value[i + 1:]}")
         elif state_cookie == "empty":
             cookie_parts.append("SATOSA_STATE=")
-        for name in ("orcid_signin", "orcid_pending"):
+        for name in ("orcid_signin", "orcid_pending", "__Host-orcid_signin", "__Host-orcid_pending"):
             if draw(st.booleans()):
                 cookie_parts.append(f"{name}={draw(COOKIE_TEXT)}")
         if draw(st.booleans()):

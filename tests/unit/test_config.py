@@ -107,6 +107,10 @@ def test_policy_per_requester_and_sp_requests():
          "store.timeouts.connect"),
         ({"store": {"database_url": "sqlite:///x.db", "token_keys": [KEY], "timeouts": {"read": 1}}},
          "store.timeouts.read"),
+        ({"connect": {"limits": {"client_rate": 0}}}, "connect.limits.client_rate"),
+        ({"connect": {"limits": {"total_burst": "lots"}}}, "connect.limits.total_burst"),
+        ({"connect": {"limits": {"trusted_proxies": True}}}, "connect.limits.trusted_proxies"),
+        ({"connect": {"limits": {"per_ip": 3}}}, "connect.limits.per_ip"),
     ],
 )
 def test_bad_config_names_the_key_and_never_the_secret(changes, key):
@@ -223,3 +227,12 @@ def test_the_proxy_waits_its_login_budget_for_a_busy_database_and_the_cli_its_ba
                 assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == expected
         finally:
             store.db.dispose()
+
+
+def test_connect_limits_default_to_what_real_users_need_and_stay_below_orcids_quota():
+    limits = parse_config(cfg()).connect.limits
+    assert limits.trusted_proxies == 0  # X-Forwarded-For is the client's own writing unless configured
+    assert limits.client_burst >= 10 and limits.total_rate * 2 < 24  # two token calls per connect; ORCID: 24/s
+    custom = parse_config(cfg(connect={"limits": {"client_rate": "0.5", "client_burst": 3, "trusted_proxies": 1}}))
+    assert (custom.connect.limits.client_rate, custom.connect.limits.client_burst) == (0.5, 3)
+    assert custom.connect.limits.trusted_proxies == 1

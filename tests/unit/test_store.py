@@ -525,3 +525,17 @@ def test_head_revision_constant_matches_the_migrations(store):
     assert store.db.schema_revision() == HEAD_REVISION
     store.db.upgrade()  # a no-op on a current schema
     assert store.db.schema_revision() == HEAD_REVISION
+
+
+def test_refilled_per_client_buckets_are_forgotten_and_busy_ones_kept(store):
+    now = [1000.0]
+    limiters = {name: store.rate_limiter(rate=1, burst=2, name=name, clock=lambda: now[0])
+                for name in ("connect:cA", "connect:cB", "connect:total")}
+    for limiter in limiters.values():
+        assert limiter.try_acquire() == 0.0 and limiter.try_acquire() == 0.0
+    now[0] += 1.5  # half refilled: nothing may go (forgetting it would hand out a fresh burst)
+    assert limiters["connect:cA"].forget_refilled("connect:c") == 0
+    now[0] += 1.0  # refilled: a full bucket and no bucket are the same
+    assert limiters["connect:cB"].try_acquire() == 0.0  # B is busy again
+    assert limiters["connect:cA"].forget_refilled("connect:c") == 1  # A only; never the total bucket
+    assert limiters["connect:cB"].try_acquire() == 0.0 and limiters["connect:cB"].try_acquire() > 0
