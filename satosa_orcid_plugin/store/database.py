@@ -35,7 +35,7 @@ from .schema import AuditRow, as_utc, utcnow
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration in migrations/versions (a test keeps this in step with alembic's head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 VERSION_TABLE = "orcid_alembic_version"  # not "alembic_version": the database may be shared
 SQLITE_BUSY_TIMEOUT_S = 30
 
