@@ -130,12 +130,15 @@ class LoginService:
 
     def _link(self, user_key: str, orcid: OrcidId, tokens: TokenSet, *, name: str | None, amr: str | None,
               session_id: str | None, attributes: Mapping[str, Any] | None) -> Link:
+        intent = None
         try:
+            intent = self.revoker.intend(tokens.access_token, orcid=orcid)
             link = self.store.links.link(user_key, orcid, tokens, name=name, amr=amr, environment=self.environment,
                                          session_id=session_id, on_conflict=self.config.on_conflict,
-                                         extra=self._affiliation_extra(attributes))
+                                         extra=self._affiliation_extra(attributes), intent=intent)
         except Exception as exc:  # whatever failed, the link does not hold this token
-            self._give_up(tokens.access_token, orcid, "conflict" if isinstance(exc, LinkConflict) else "link_failed")
+            self.revoker.give_up(tokens.access_token, orcid=orcid, intent=intent,
+                                 reason="conflict" if isinstance(exc, LinkConflict) else "link_failed")
             raise
         self.revoker.housekeeping(link.superseded)
         return link

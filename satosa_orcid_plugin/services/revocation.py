@@ -29,6 +29,9 @@ BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 6 * 3600.0
 MAX_ATTEMPTS = 20  # about four days of retries at the capped backoff
 HOUSEKEEPING_LIMIT = 3  # rows a login drains besides its own
+# A link write is bounded by the store's time budget (seconds); a write-ahead row becomes due
+# only well after that, so a drain never races a link write that is still running.
+INTENT_GRACE_SECONDS = 300.0
 
 
 class TokenRevoker:
@@ -39,9 +42,16 @@ class TokenRevoker:
     def __repr__(self) -> str:
         return f"TokenRevoker({self.store!r})"
 
-    def give_up(self, token: str | None, *, orcid: OrcidId | str | None, reason: str) -> bool:
-        """Revoke ``token`` at ORCID now; when ORCID does not confirm, store it for a retry.
-        Never raises. True when ORCID confirmed the revoke."""
+    def intend(self, token: str, *, orcid: OrcidId | str | None) -> int:
+        """Before a link write: a stored promise to revoke ``token`` unless the link takes it
+        (StoreError when the database is away; the link would fail too)."""
+        return self.store.revocations.intend(token, orcid=orcid, reason="link_interrupted",
+                                             grace_seconds=INTENT_GRACE_SECONDS)
+
+    def give_up(self, token: str | None, *, orcid: OrcidId | str | None, reason: str,
+                intent: int | None = None) -> bool:
+        """Revoke ``token`` at ORCID now; when ORCID does not confirm, store it for a retry
+        (or keep its write-ahead row ``intent``). Never raises. True when ORCID confirmed."""
         if not token:
             return False
         try:
@@ -51,11 +61,20 @@ class TokenRevoker:
         else:
             record_revocation(reason, "revoked")
             self._audit("token_revoked", orcid, reason=reason, queued=False)
+            if intent is not None:
+                self.store.revocations.withdraw(intent)
             return True
         try:
-            self.store.revocations.add(token, orcid=orcid, reason=reason, error=error,
-                                       delay_seconds=BACKOFF_BASE_SECONDS)
+            if intent is not None:  # the write-ahead row is there: give it the reason and a sooner retry
+                self.store.revocations.postpone(intent, reason=reason, error=error, delay_seconds=BACKOFF_BASE_SECONDS)
+            else:
+                self.store.revocations.add(token, orcid=orcid, reason=reason, error=error,
+                                           delay_seconds=BACKOFF_BASE_SECONDS)
         except StoreError as exc:
+            if intent is not None:  # the row is stored: it is retried after the grace period
+                log.warning("revoking an ORCID token (%s) failed (%s); its stored revocation will retry", reason, error)
+                record_revocation(reason, "queued")
+                return False
             # Neither ORCID nor the database answered: the token stays valid at ORCID until it
             # expires or the researcher revokes it (orcid.org > Trusted parties).
             log.error("an ORCID token (%s, iD %s) could not be revoked (%s) nor queued for a retry (%s)",

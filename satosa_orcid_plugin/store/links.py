@@ -211,6 +211,7 @@ class Links:
         on_conflict: str = "refuse",
         session_id: str | None = None,
         extra: LinkExtra | None = None,
+        intent: int | None = None,
     ) -> Link:
         """Make ``orcid`` the user's active iD, in one transaction.
 
@@ -221,7 +222,9 @@ class Links:
 
         A recorded "not now"/"never" decision of the user is cleared. ``environment`` defaults
         to the iD's (``orcid.sandbox``). ``extra(session, link_row)`` runs in the same
-        transaction after the link row is written (e.g. ``Outbox.link_extra``).
+        transaction after the link row is written (e.g. ``Outbox.link_extra``). ``intent`` is
+        the revocation row written for ``tokens`` before this call (:meth:`Revocations.intend`):
+        the link takes it back in the same transaction, or fails when a drain already leased it.
         """
         if on_conflict not in ("refuse", "move"):
             raise ValueError(f"on_conflict must be 'refuse' or 'move', not {on_conflict!r}")
@@ -233,6 +236,8 @@ class Links:
             try:
                 with self.db.transaction(raw_integrity=True) as session:
                     self.db.lock(session, key, f"{env}:{orcid.value}")
+                    if intent is not None:
+                        self.revocations.withdraw_in(session, intent)
                     return self._link_in(session, key, orcid, env, tokens, name, amr, on_conflict, session_id, extra)
             except _Conflict as conflict:
                 with self.db.transaction() as session:

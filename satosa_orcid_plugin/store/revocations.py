@@ -70,6 +70,45 @@ class Revocations:
                           detail={"reason": reason, "error": error})
         return rid
 
+    def intend(self, token: str, *, orcid: OrcidId | str | None, reason: str, grace_seconds: float) -> int:
+        """Write-ahead, before a link write: the token is revoked ``grace_seconds`` from now
+        unless the link write takes the row back (:meth:`withdraw_in`); so a process killed
+        between ORCID's answer and the link leaves no live token behind."""
+        now = self.db.now()
+        with self.db.transaction() as session:
+            return self.add_in(session, token, orcid=orcid, reason=reason, now=now,
+                               due=now + timedelta(seconds=grace_seconds))
+
+    def withdraw_in(self, session: Session, rid: int) -> None:
+        """Take back an :meth:`intend` row in the link's transaction; StoreError when a drain
+        has already leased it (its token may be revoked by now: the link must not hold it)."""
+        now = self.db.now()
+        gone = session.execute(sa.delete(RevocationRow).where(
+            RevocationRow.id == rid, sa.or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until <= now)))
+        if not gone.rowcount:
+            raise StoreError("the grant was already given up (its revocation started); sign in again")
+
+    def postpone(self, rid: int, *, reason: str, error: str, delay_seconds: float) -> None:
+        """An :meth:`intend` row whose link failed and whose immediate revoke failed too: due
+        after ``delay_seconds``, with why (StoreError when the database is away)."""
+        now = self.db.now()
+        with self.db.transaction() as session:
+            row = session.get(RevocationRow, rid)
+            if row is None:
+                return
+            row.reason, row.last_error = reason[:32], error[:500]
+            row.next_attempt_at = now + timedelta(seconds=delay_seconds)
+            self.db.audit(session, "revocation_queued", user_key=None, orcid=row.orcid,
+                          detail={"reason": reason, "error": error})
+
+    def withdraw(self, rid: int) -> None:
+        """Drop a row whose token was revoked by other means (never raises for the database)."""
+        try:
+            with self.db.transaction() as session:
+                session.execute(sa.delete(RevocationRow).where(RevocationRow.id == rid))
+        except StoreError as exc:
+            log.info("revocation %d stays queued (%s); its repeat at ORCID is harmless", rid, exc.code)
+
     def claim(self, limit: int, *, ids: tuple[int, ...] | None = None,
               lease_seconds: float = LEASE_SECONDS) -> list[Revocation]:
         """Lease up to ``limit`` due rows (or the rows ``ids``, due or not) for one revoke each.

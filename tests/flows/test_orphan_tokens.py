@@ -146,3 +146,27 @@ def test_a_revoke_orcid_does_not_answer_is_retried_later_and_then_succeeds(
     assert live_tokens(orcid_emulator) == [] and store().revocations.waiting() == 0
     events = [e["event"] for e in store().db.audit_events(limit=5)]
     assert "token_revoked" in events and "revocation_queued" in events
+
+
+class Killed(BaseException):
+    """The worker dies (SIGKILL, OOM) between ORCID's answer and the link write: no except runs."""
+
+
+def test_a_worker_killed_at_the_link_write_leaves_a_stored_revocation_that_a_later_drain_completes(
+    satosa_config, satosa_app, demo_sp, start_login, idp_respond, orcid_consent, orcid_emulator, store, monkeypatch,
+):
+    from satosa_orcid_plugin.config import parse_config
+    from satosa_orcid_plugin.services import TokenRevoker
+    from satosa_orcid_plugin.store.links import Links
+    from satosa_orcid_plugin.wiring import build_client
+
+    def killed(*_args, **_kwargs):
+        raise Killed()
+
+    monkeypatch.setattr(Links, "link", killed)
+    with pytest.raises(Killed):
+        hop_to_callback(satosa_app, demo_sp, start_login, idp_respond, orcid_consent)
+    assert len(live_tokens(orcid_emulator)) == 1 and store().revocations.waiting() == 1
+    client = build_client(parse_config(plugin_config(satosa_config)))
+    assert TokenRevoker(client, store(later=timedelta(minutes=10))).drain() == 1
+    assert live_tokens(orcid_emulator) == [] and store().revocations.waiting() == 0

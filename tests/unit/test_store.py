@@ -588,3 +588,18 @@ def test_a_revocation_no_key_decrypts_is_dropped(make_store, token_cipher):
     other = make_store(TokenCipher.from_keys([TokenCipher.generate_key()]))
     assert claimed_tokens(other) == [] and other.revocations.waiting() == 0
     assert events(other)[-1] == "revocation_dropped"
+
+
+def test_a_link_takes_back_its_write_ahead_revocation_unless_a_drain_leased_it(make_store, token_cipher):
+    clock = [NOW]
+    store = make_store(token_cipher, clock=lambda: clock[0])
+    rid = store.revocations.intend("access-1-6f1c2b", orcid=orcid(1), reason="link_interrupted", grace_seconds=300)
+    assert claimed_tokens(store) == []  # not due while the link write may still be running
+    store.links.link(ALICE, orcid(1), tokens("1"), intent=rid)
+    assert store.revocations.waiting() == 0
+    late = store.revocations.intend("access-2-6f1c2b", orcid=orcid(2), reason="link_interrupted", grace_seconds=300)
+    clock[0] += timedelta(seconds=301)
+    assert claimed_tokens(store) == ["access-2-6f1c2b"]  # a drain is revoking it now
+    with pytest.raises(StoreError):
+        store.links.link(BOB, orcid(2), tokens("2"), intent=late)
+    assert store.links.get_active(BOB) is None
