@@ -122,6 +122,8 @@ def record_sync_report(report: Any) -> None:
     """``SyncWorker.run_forever(on_report=record_sync_report)``: add one report's counts."""
     counts = report.as_dict() if hasattr(report, "as_dict") else dict(report)
     for result, count in counts.items():
+        if result == "tokens_revoked":  # not outbox items: counted in tokens_revoked_total
+            continue
         if isinstance(count, int) and count > 0:
             SYNC_ITEMS.labels(result=_label(result)).inc(count)
 
