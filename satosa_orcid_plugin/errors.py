@@ -79,6 +79,10 @@ class InvalidOrcidId(OrcidPluginError, ValueError):
 class OrcidError(OrcidPluginError):
     """ORCID could not be used for this request."""
 
+    # A token ORCID issued in an answer that was then refused (e.g. an id_token that does not
+    # verify): set by OrcidClient.exchange_code so the caller can revoke it.
+    issued_token: str | None = None
+
     code = "orcid_error"
 
 

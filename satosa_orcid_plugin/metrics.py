@@ -10,6 +10,9 @@ What is counted (all names start with ``satosa_orcid_``)::
     logins_total{outcome}                    every login the micro-service finished, by outcome
     orcid_request_seconds{endpoint,method,status}   ORCID call latency (status "none": no answer)
     sync_items_total{result}                 affiliation sync results (posted, updated, parked, ...)
+    tokens_revoked_total{reason,result}      tokens no link holds, revoked at ORCID (result: revoked,
+                                             queued, retried, abandoned, lost; reason: link_failed,
+                                             conflict, relinked, switched, moved, pending_*, connect_*)
     outbox_items{status}, outbox_oldest_waiting_seconds, links{status}, database_up
                                              read from the database at scrape time
 
@@ -57,6 +60,9 @@ ORCID_SECONDS = Histogram(
     ["endpoint", "method", "status"], buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 SYNC_ITEMS = Counter("satosa_orcid_sync_items_total", "Affiliation sync results, by result", ["result"])
+TOKENS_REVOKED = Counter("satosa_orcid_tokens_revoked_total",
+                         "ORCID tokens no link holds, by why they were given up and what became of the revoke",
+                         ["reason", "result"])
 
 COMPLETED_OUTCOMES = frozenset({"linked_now", "pending_confirmed"})
 FAST_PATH_OUTCOMES = frozenset({"linked", "asserted_by_trusted_idp"})
@@ -102,10 +108,22 @@ def observe_orcid_request(endpoint: str, method: str, status: int | None, second
         log.debug("metrics: could not observe an ORCID request", exc_info=True)
 
 
+def record_revocation(reason: str, result: str) -> None:
+    """One token given up: ``result`` is ``revoked`` (ORCID confirmed), ``queued`` (the revoke
+    failed and a retry is stored), ``retried`` (a queued one failed again), ``abandoned`` (given
+    up after the last attempt) or ``lost`` (neither ORCID nor the database answered: alert on it)."""
+    try:
+        TOKENS_REVOKED.labels(reason=_label(reason), result=_label(result)).inc()
+    except Exception:  # pragma: no cover
+        log.debug("metrics: could not record a revocation", exc_info=True)
+
+
 def record_sync_report(report: Any) -> None:
     """``SyncWorker.run_forever(on_report=record_sync_report)``: add one report's counts."""
     counts = report.as_dict() if hasattr(report, "as_dict") else dict(report)
     for result, count in counts.items():
+        if result == "tokens_revoked":  # not outbox items: counted in tokens_revoked_total
+            continue
         if isinstance(count, int) and count > 0:
             SYNC_ITEMS.labels(result=_label(result)).inc(count)
 
@@ -250,6 +268,6 @@ def mark_process_dead(pid: int) -> None:
 
 
 __all__ = [
-    "record", "observe_orcid_request", "record_sync_report", "DatabaseCollector", "registry_for_export",
+    "record", "observe_orcid_request", "record_revocation", "record_sync_report", "DatabaseCollector", "registry_for_export",
     "metrics_app", "serve", "MetricsServer", "reset_multiproc_dir", "mark_process_dead",
 ]

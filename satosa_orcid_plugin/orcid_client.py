@@ -261,6 +261,14 @@ class OrcidClient:
         if response.status_code != 200:
             raise self._oauth_error("token", response)
         body = self._json("token", response)
+        try:
+            return self._verified_grant(body, nonce=nonce, require_id_token=require_id_token)
+        except OrcidError as exc:
+            issued = body.get("access_token") if isinstance(body, dict) else None
+            exc.issued_token = issued if isinstance(issued, str) and issued else None
+            raise
+
+    def _verified_grant(self, body: Any, *, nonce: str | None, require_id_token: bool) -> Grant:
         grant = read_token_response(body, sandbox=self.settings.sandbox)
         id_token = body.get("id_token")
         if require_id_token and (not isinstance(id_token, str) or not id_token):

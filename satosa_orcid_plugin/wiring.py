@@ -17,7 +17,7 @@ from typing import Any
 from .config import PluginConfig, StoreSettings
 from .errors import ConfigError
 from .orcid_client import OrcidClient, http_session
-from .services import AdminService, LoginService, SyncWorker
+from .services import AdminService, LoginService, SyncWorker, TokenRevoker
 from .store import Budget, Store
 from .tokens import TokenCipher
 
@@ -82,7 +82,8 @@ def sync_worker(config: PluginConfig, *, owner: str | None = None, **sync_overri
     sync = dataclasses.replace(settings.sync, **{k: v for k, v in sync_overrides.items() if v is not None})
     store = build_store(config.store, instance=owner)
     limiter = store.rate_limiter(rate=sync.rate_per_second, burst=sync.burst)
-    return SyncWorker(build_client(config, worker=True), store.outbox, sync, limiter=limiter, owner=owner)
+    client = build_client(config, worker=True)
+    return SyncWorker(client, store.outbox, sync, limiter=limiter, owner=owner, revoker=TokenRevoker(client, store))
 
 
 __all__ = ["build_store", "build_client", "login_service", "admin_service", "sync_worker"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .admin import AdminService
 from .login import ConnectResult, ConnectStart, HopStart, LoginService
+from .revocation import TokenRevoker
 from .sync import SyncReport, SyncWorker
 
-__all__ = ["AdminService", "LoginService", "SyncWorker", "SyncReport", "HopStart", "ConnectStart", "ConnectResult"]
+__all__ = ["AdminService", "LoginService", "SyncWorker", "SyncReport", "HopStart", "ConnectStart", "ConnectResult", "TokenRevoker"]

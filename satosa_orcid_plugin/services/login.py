@@ -17,12 +17,13 @@ from typing import Any, Callable, Mapping
 
 from ..config import PluginConfig
 from ..errors import (BadCallback, CallbackReplayed, ConnectMismatch, ConnectThrottled, LinkConflict, MissingFlowState,
-                      OrcidError)
+                      OrcidError, StoreError)
 from ..orcid_client import Grant, OrcidClient
 from ..orcid_id import OrcidId
 from ..policy import Action, Decision, decide
 from ..store import Link, Pending, Store, utcnow
 from ..tokens import TokenSet
+from .revocation import TokenRevoker
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class LoginService:
         self.store = store
         self.clock = clock
         self.pending = store.pending
+        self.revoker = TokenRevoker(client, store)
 
     def __repr__(self) -> str:
         return f"LoginService({self.config.orcid!r}, {self.store!r})"
@@ -121,26 +123,39 @@ class LoginService:
     ) -> Link:
         """Exchange the code (once), verify, and store the link with its tokens (and, with
         member scopes, queue the affiliations in the same transaction)."""
-        grant = self.client.exchange_code(code, redirect_uri, nonce=nonce)
+        grant = self.exchange(code, redirect_uri, nonce=nonce)
         return self.store_grant(user_key, grant, session_id=session_id, attributes=attributes)
 
     def exchange(self, code: str, redirect_uri: str, *, nonce: str | None, require_id_token: bool | None = None) -> Grant:
-        return self.client.exchange_code(code, redirect_uri, nonce=nonce, require_id_token=require_id_token)
+        """The code exchange; a token ORCID issued in an answer we then refused (an id_token
+        that does not verify, no iD) is revoked before the error goes up."""
+        try:
+            return self.client.exchange_code(code, redirect_uri, nonce=nonce, require_id_token=require_id_token)
+        except OrcidError as exc:
+            self._give_up(exc.issued_token, None, "exchange_refused")
+            raise
 
     def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None,
                     attributes: Mapping[str, Any] | None = None) -> Link:
+        """Store the grant as the user's link; a token no link ends up holding (the write
+        failed, the iD is someone else's, or the grant replaced older tokens) is revoked."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
-        link = self.store.links.link(
-            user_key,
-            grant.orcid,
-            tokens,
-            name=grant.name,
-            amr=grant.amr,
-            environment=self.environment,
-            session_id=session_id,
-            on_conflict=self.config.on_conflict,
-            extra=self._affiliation_extra(attributes),
-        )
+        return self._link(user_key, grant.orcid, tokens, name=grant.name, amr=grant.amr, session_id=session_id,
+                          attributes=attributes)
+
+    def _link(self, user_key: str, orcid: OrcidId, tokens: TokenSet, *, name: str | None, amr: str | None,
+              session_id: str | None, attributes: Mapping[str, Any] | None) -> Link:
+        intent = None
+        try:
+            intent = self.revoker.intend(tokens.access_token, orcid=orcid)
+            link = self.store.links.link(user_key, orcid, tokens, name=name, amr=amr, environment=self.environment,
+                                         session_id=session_id, on_conflict=self.config.on_conflict,
+                                         extra=self._affiliation_extra(attributes), intent=intent)
+        except Exception as exc:  # whatever failed, the link does not hold this token
+            self.revoker.give_up(tokens.access_token, orcid=orcid, intent=intent,
+                                 reason="conflict" if isinstance(exc, LinkConflict) else "link_failed")
+            raise
+        self.revoker.housekeeping(link.superseded)
         return link
 
     def record_decline(self, user_key: str, decision: str = "not_now", *, session_id: str | None = None) -> None:
@@ -185,7 +200,7 @@ class LoginService:
         if not self.store.once.consume(key, self.clock() + timedelta(hours=1)):
             raise CallbackReplayed("this ORCID connect link was already used")
         try:
-            return self.client.exchange_code(code, redirect_uri, require_id_token=False)
+            return self.exchange(code, redirect_uri, nonce=None, require_id_token=False)
         except OrcidError:
             self.store.once.release(key)  # ORCID refused it, and refuses it again: no row kept
             raise
@@ -196,14 +211,23 @@ class LoginService:
         authorize that must name the same iD."""
         self.guard_connect(code, client)
         grant = self.connect_exchange(code, connect_uri)
-        return ConnectStart(self.keep_pending(grant), self.start_hop(grant.scope))
+        try:
+            handle = self.keep_pending(grant)
+        except StoreError:
+            self._give_up(grant.access_token, grant.orcid, "connect_failed")
+            raise
+        return ConnectStart(handle, self.start_hop(grant.scope))
 
     def complete_connect(self, handle: str, code: str, *, redirect_uri: str, nonce: str | None,
                          user_key: str | None, session_id: str | None = None) -> ConnectResult:
         """The state-protected code: bind only when it names the pending iD; link at once when
         the browser's institutional user is known, else the verified grant stays pending."""
         fresh = self.exchange(code, redirect_uri, nonce=nonce, require_id_token=False)
-        pending = self.verify_connect(handle, fresh)
+        try:
+            pending = self.verify_connect(handle, fresh)
+        except StoreError:
+            self._give_up(fresh.access_token, fresh.orcid, "connect_failed")
+            raise
         link = self.finish_pending(handle, user_key, session_id=session_id) if user_key else None
         return ConnectResult(pending.orcid, link, pending.name)
 
@@ -217,7 +241,8 @@ class LoginService:
     def reap_pending(self) -> int:
         """Revoke and forget pending links nobody finished in time."""
         expired = self.pending.take_expired()
-        self._revoke_quietly(*(t.access_token for t in expired))
+        for tokens in expired:
+            self._give_up(tokens.access_token, None, "pending_expired")
         return len(expired)
 
     def verify_connect(self, handle: str, fresh: Grant) -> Pending:
@@ -228,14 +253,15 @@ class LoginService:
         """
         pending = self.pending.get(handle)
         if pending is None:
-            self._revoke_quietly(fresh.access_token)
+            self._give_up(fresh.access_token, fresh.orcid, "connect_expired")
             raise MissingFlowState("the pending ORCID connection expired")
         if fresh.orcid != pending.orcid:
             self.pending.delete(handle)
-            self._revoke_quietly(fresh.access_token, pending.tokens.access_token)
+            self._give_up(fresh.access_token, fresh.orcid, "connect_mismatch")
+            self._give_up(pending.tokens.access_token, pending.orcid, "connect_mismatch")
             self.store.db.append_audit("connect_mismatch", orcid=str(pending.orcid), presented=str(fresh.orcid))
             raise ConnectMismatch()
-        self._revoke_quietly(pending.tokens.access_token)
+        self._give_up(pending.tokens.access_token, pending.orcid, "connect_surplus")
         tokens = TokenSet.from_token_response(fresh.token_response(), self.clock())
         self.pending.mark_verified(handle, tokens)
         return Pending(pending.orcid, True, tokens, fresh.name or pending.name, fresh.amr or pending.amr)
@@ -246,15 +272,8 @@ class LoginService:
         pending = self.pending.take(handle)
         if pending is None or not pending.verified:
             return None
-        try:
-            link = self.store.links.link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
-                                         environment=self.environment, session_id=session_id,
-                                         on_conflict=self.config.on_conflict,
-                                         extra=self._affiliation_extra(attributes))
-        except LinkConflict:
-            self._revoke_quietly(pending.tokens.access_token)  # we keep nothing we cannot use
-            raise
-        return link
+        return self._link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
+                          session_id=session_id, attributes=attributes)
 
     def pending_to_confirm(self, handle: str | None, decision: Decision) -> Pending | None:
         """The verified pending link this login should confirm; one it already releases is dropped."""
@@ -271,14 +290,11 @@ class LoginService:
     def discard_pending(self, handle: str | None) -> None:
         pending = self.pending.take(handle)
         if pending is not None:
-            self._revoke_quietly(pending.tokens.access_token)
+            self._give_up(pending.tokens.access_token, pending.orcid, "pending_discarded")
 
-    def _revoke_quietly(self, *tokens: str) -> None:
-        for token in tokens:
-            try:
-                self.client.revoke(token)
-            except OrcidError as exc:
-                log.warning("could not revoke a surplus ORCID token: %s", exc.code)
+    def _give_up(self, token: str | None, orcid: OrcidId | None, reason: str) -> None:
+        """A token no link will hold: revoked at ORCID now, or queued for a retry."""
+        self.revoker.give_up(token, orcid=orcid, reason=reason)
 
 
 __all__ = ["LoginService", "HopStart", "ConnectStart", "ConnectResult"]

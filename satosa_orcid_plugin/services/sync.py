@@ -46,6 +46,7 @@ from ..errors import (
 from ..orcid_client import OrcidClient
 from ..orcid_records import affiliation_body
 from ..store import ACTIVITIES_UPDATE, Item, Outbox, RateLimiter, utcnow
+from .revocation import TokenRevoker
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class SyncReport:
     revoked: int = 0
     released: int = 0
     requests: int = 0
+    tokens_revoked: int = 0  # queued token revocations ORCID confirmed (not outbox items)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -91,8 +93,10 @@ class SyncWorker:
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
         owner: str | None = None,
+        revoker: TokenRevoker | None = None,
     ) -> None:
         self.client = client
+        self.revoker = revoker
         self.outbox = outbox
         self.settings = settings
         self.limiter = limiter
@@ -109,6 +113,8 @@ class SyncWorker:
     def run_once(self, now: datetime | None = None, *, max_items: int | None = None) -> SyncReport:
         """Process every item that is due (at ``now``, default the clock), then return."""
         report = SyncReport()
+        if self.revoker is not None:  # tokens no link holds, whose revoke failed before
+            report.tokens_revoked = self.revoker.drain()
         while not self._stopping():
             batch = self.outbox.claim(self.owner, self.settings.batch_size, self.settings.lease_seconds,
                                       now or self.clock())
@@ -139,7 +145,7 @@ class SyncWorker:
                 log.warning("affiliation sync: %s: %s", exc.code, exc.message)
                 stop_event.wait(self.settings.poll_interval)
                 continue
-            if report.claimed:
+            if report.claimed or report.tokens_revoked:
                 log.info("affiliation sync: %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items() if v))
                 if on_report:
                     on_report(report)

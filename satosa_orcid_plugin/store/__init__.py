@@ -25,6 +25,7 @@ from .links import Link, Links
 from .once import Once
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
 from .pending import Pending, PendingLinks
+from .revocations import Revocation, Revocations
 from .ratelimit import DEFAULT_BUCKET, RateLimiter
 from .schema import (ACTIVE, DECISIONS, DONE, ENVIRONMENTS, ITEM_STATUSES, NEVER, NOT_NOW, PARKED, PRODUCTION, QUEUED,
                      RETRY, REVOKED, SANDBOX, STATUSES, UNLINKED, utcnow)
@@ -38,7 +39,8 @@ class Store:
         self.db = db
         self.vault = Vault(db, cipher)
         self.decisions = Decisions(db)
-        self.links = Links(db, self.vault, self.decisions)
+        self.revocations = Revocations(db, self.vault)
+        self.links = Links(db, self.vault, self.decisions, self.revocations)
         self.outbox = Outbox(db, self.links)
         self.pending = PendingLinks(db, self.vault)
         self.once = Once(db)
@@ -69,6 +71,7 @@ class Store:
 
 __all__ = [
     "Store", "Database", "Budget", "BACKGROUND_BUDGET", "Link", "Item", "Pending", "Outbox", "RateLimiter",
+    "Revocation", "Revocations",
     "ACTIVE", "REVOKED", "UNLINKED", "STATUSES", "PRODUCTION", "SANDBOX", "ENVIRONMENTS",
     "NOT_NOW", "NEVER", "DECISIONS", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES",
     "ACTIVITIES_UPDATE", "HEAD_REVISION", "MIGRATIONS_DIR", "VERSION_TABLE", "utcnow",

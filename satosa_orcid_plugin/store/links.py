@@ -7,6 +7,7 @@ inserts" and trusts the check; it takes per-user locks and still turns an
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ..orcid_id import OrcidId
 from ..tokens import TokenSet, parse_scope
 from .database import Database
 from .decisions import Decisions
+from .revocations import Revocations
 from .schema import (ACTIVE, ENVIRONMENTS, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED, LinkRow,
                      TokenRow, as_utc)
 from .vault import Vault
@@ -51,6 +53,9 @@ class Link:
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
     id: int | None = None
+    # Revocation rows this link write queued for the tokens it replaced (ours or, with
+    # on_conflict "move", the previous holder's): the caller revokes them at once.
+    superseded: tuple[int, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -108,10 +113,11 @@ class Links:
     """Every method is its own transaction. User keys are passed raw (see
     ``Database.stored_user_key``)."""
 
-    def __init__(self, db: Database, vault: Vault, decisions: Decisions) -> None:
+    def __init__(self, db: Database, vault: Vault, decisions: Decisions, revocations: Revocations) -> None:
         self.db = db
         self.vault = vault
         self.decisions = decisions
+        self.revocations = revocations
 
     def __repr__(self) -> str:
         return f"Links({self.db!r})"
@@ -205,6 +211,7 @@ class Links:
         on_conflict: str = "refuse",
         session_id: str | None = None,
         extra: LinkExtra | None = None,
+        intent: int | None = None,
     ) -> Link:
         """Make ``orcid`` the user's active iD, in one transaction.
 
@@ -215,7 +222,9 @@ class Links:
 
         A recorded "not now"/"never" decision of the user is cleared. ``environment`` defaults
         to the iD's (``orcid.sandbox``). ``extra(session, link_row)`` runs in the same
-        transaction after the link row is written (e.g. ``Outbox.link_extra``).
+        transaction after the link row is written (e.g. ``Outbox.link_extra``). ``intent`` is
+        the revocation row written for ``tokens`` before this call (:meth:`Revocations.intend`):
+        the link takes it back in the same transaction, or fails when a drain already leased it.
         """
         if on_conflict not in ("refuse", "move"):
             raise ValueError(f"on_conflict must be 'refuse' or 'move', not {on_conflict!r}")
@@ -227,6 +236,8 @@ class Links:
             try:
                 with self.db.transaction(raw_integrity=True) as session:
                     self.db.lock(session, key, f"{env}:{orcid.value}")
+                    if intent is not None:
+                        self.revocations.withdraw_in(session, intent)
                     return self._link_in(session, key, orcid, env, tokens, name, amr, on_conflict, session_id, extra)
             except _Conflict as conflict:
                 with self.db.transaction() as session:
@@ -258,9 +269,12 @@ class Links:
         now = self.db.now()
         mine = session.scalar(_active_of_user(key))
         holder = session.scalar(_active_of_orcid(orcid.value, env))
+        keep = tokens.access_token if tokens is not None else None
+        superseded: list[int] = []
         if holder is not None and holder.user_key != key:
             if on_conflict == "refuse":
                 raise _Conflict(holder.user_key)
+            superseded += self._queue_revocation(session, holder, "moved", now, keep)
             self._retire(session, holder, UNLINKED, now)
             self.db.audit(
                 session, "moved", user_key=holder.user_key, orcid=orcid, session_id=session_id,
@@ -275,10 +289,12 @@ class Links:
             row.amr = amr if amr is not None else row.amr
             if tokens is not None:
                 row.scopes = " ".join(tokens.scope)
+                superseded += self._queue_revocation(session, row, "relinked", now, keep)
         else:
             if mine is not None:
                 event = "switch"
                 detail["previous"] = mine.orcid
+                superseded += self._queue_revocation(session, mine, "switched", now, keep)
                 self._retire(session, mine, UNLINKED, now)
             else:
                 event = "link"
@@ -298,7 +314,23 @@ class Links:
         if extra is not None:
             extra(session, row)
             session.flush()
-        return _to_link(row)
+        return dataclasses.replace(_to_link(row), superseded=tuple(superseded))
+
+    def _queue_revocation(self, session: Session, row: LinkRow, reason: str, now: datetime,
+                          keep: str | None) -> list[int]:
+        """Queue the tokens of ``row`` for revocation at ORCID in this transaction, unless they
+        are the ones being stored (``keep``). Undecryptable tokens cannot be revoked: logged."""
+        token_row = session.get(TokenRow, row.id)
+        if token_row is None:
+            return []
+        try:
+            old = self.vault.cipher.decrypt(token_row.access_token_enc)
+        except StoreError:
+            log.warning("link: the replaced tokens cannot be decrypted; they are dropped unrevoked")
+            return []
+        if old == keep:
+            return []
+        return [self.revocations.add_in(session, old, orcid=row.orcid, reason=reason, now=now)]
 
     def revoke(self, user_key: str, reason: str, *, session_id: str | None = None) -> Link | None:
         """ORCID no longer honours the user's token (401): the active link becomes ``revoked``

@@ -205,3 +205,21 @@ class RateBucketRow(Base):
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     tokens: Mapped[float] = mapped_column(sa.Float)
     refilled_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class RevocationRow(Base):
+    """A token ORCID issued that no link holds, waiting to be revoked at ORCID (the immediate
+    revoke failed, or the link write that replaced it queued it in its own transaction)."""
+
+    __tablename__ = "orcid_revocations"
+    __table_args__ = (sa.Index("ix_orcid_revocations_next_attempt_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    access_token_enc: Mapped[str] = mapped_column(sa.Text)
+    orcid: Mapped[str | None] = mapped_column(sa.String(19))
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -685,3 +685,19 @@ def test_every_write_to_orcid_is_audited_with_a_json_log_line(env, caplog):
     assert [l["event"] for l in lines if l["event"] == "affiliation_write"] == ["affiliation_write"] * 2
     token = env.store.links.tokens("alice@example.org").access_token
     assert all(token not in r.getMessage() for r in caplog.records)
+
+
+def test_the_worker_revokes_the_tokens_a_relink_replaced_when_orcid_did_not_answer_at_once(env):
+    from satosa_orcid_plugin.services import TokenRevoker
+
+    env.link("alice@uni.example", JOSIAH, FACULTY)
+    first = env.store.links.tokens("alice@uni.example").access_token
+    relinked = env.link("alice@uni.example", JOSIAH, FACULTY)  # the proxy's immediate revoke did not happen
+    assert len(relinked.superseded) == 1
+    assert first in {t.access_token for t in env.emulator.tokens(JOSIAH)}
+    worker = SyncWorker(env.client, env.outbox, env.settings.sync, revoker=TokenRevoker(env.client, env.store))
+    report = worker.run_once()
+    assert report.tokens_revoked == 1
+    live = {t.access_token for t in env.emulator.tokens(JOSIAH)}
+    assert first not in live and env.store.links.tokens("alice@uni.example").access_token in live
+    assert env.store.revocations.waiting() == 0

@@ -3,7 +3,8 @@
 For each fault a real login goes through the proxy to ORCID's consent screen; the fault is
 armed; the callback then has to end the login towards the SP with a SAML error status, within
 the configured timeouts, with the ``ORCID hop failed: <reason>`` log line, the failure counted
-in the metrics, and nothing stored (no link, no tokens, no audit event). ``on_error:
+in the metrics, nothing stored (no link, no tokens, no audit event but the revocation of a
+token ORCID issued with a refused id_token) and no token left live at ORCID. ``on_error:
 continue`` is covered by ``tests/flows/test_consent_hop.py``.
 """
 from __future__ import annotations
@@ -86,6 +87,7 @@ def failed_count(reason: str) -> float:
 def run_failing_login(deployment, client, callback: str, reason: str, caplog) -> float:
     """Follow the callback; assert the SP gets a SAML error status; return the seconds it took."""
     before = failed_count(reason)
+    live_before = len(deployment.emulator.tokens())
     caplog.clear()
     started = time.monotonic()
     response = client.get(callback_path(callback))
@@ -100,7 +102,11 @@ def run_failing_login(deployment, client, callback: str, reason: str, caplog) ->
     assert any(f"ORCID hop failed: {reason}" in line for line in lines), lines
     assert failed_count(reason) == before + 1
     assert deployment.links() == []
-    assert not [r for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    # A token ORCID issued with an answer the proxy refused (an id_token that does not verify)
+    # is revoked at once: that revocation is the only audit event, and no token stays live.
+    audited = [r.getMessage() for r in caplog.records if r.name == "satosa_orcid_plugin.audit"]
+    assert all('"event":"token_revoked"' in line for line in audited), audited
+    assert len(deployment.emulator.tokens()) == live_before
     return elapsed
 
 

@@ -539,3 +539,81 @@ def test_refilled_per_client_buckets_are_forgotten_and_busy_ones_kept(store):
     assert limiters["connect:cB"].try_acquire() == 0.0  # B is busy again
     assert limiters["connect:cA"].forget_refilled("connect:c") == 1  # A only; never the total bucket
     assert limiters["connect:cB"].try_acquire() == 0.0 and limiters["connect:cB"].try_acquire() > 0
+
+
+# --- tokens waiting to be revoked ---------------------------------------------------------------
+def claimed_tokens(store: Store, **kwargs) -> list[str]:
+    return sorted(r.token for r in store.revocations.claim(10, **kwargs))
+
+
+def test_a_link_write_queues_the_tokens_it_replaces_in_its_own_transaction(store):
+    first = store.links.link(ALICE, orcid(1), tokens("1"))
+    assert first.superseded == ()
+    same = store.links.link(ALICE, orcid(1), tokens("1"))  # the same token again: nothing to revoke
+    assert same.superseded == ()
+    relinked = store.links.link(ALICE, orcid(1), tokens("2"))
+    switched = store.links.link(ALICE, orcid(2), tokens("3"))
+    moved = store.links.link(BOB, orcid(2), tokens("4"), on_conflict="move")
+    assert [len(x.superseded) for x in (relinked, switched, moved)] == [1, 1, 1]
+    assert claimed_tokens(store) == ["access-1-6f1c2b", "access-2-6f1c2b", "access-3-6f1c2b"]
+    ciphertexts = store.db.scalars(sa.text("SELECT access_token_enc FROM orcid_revocations"))
+    assert ciphertexts and not any("access-" in c for c in ciphertexts)  # encrypted at rest
+
+
+def test_a_refused_link_queues_nothing_and_keeps_the_holders_tokens(store):
+    store.links.link(BOB, orcid(1), tokens("bob"))
+    with pytest.raises(LinkConflict):
+        store.links.link(ALICE, orcid(1), tokens("alice"))
+    assert store.revocations.waiting() == 0
+    assert store.links.tokens(BOB).access_token == "access-bob-6f1c2b"
+
+
+def test_a_claimed_revocation_is_leased_then_retried_or_done(make_store, token_cipher):
+    clock = [NOW]
+    store = make_store(token_cipher, clock=lambda: clock[0])
+    rid = store.revocations.add("tok-a", orcid=orcid(1), reason="link_failed", error="orcid_unavailable",
+                                delay_seconds=30)
+    assert claimed_tokens(store) == []  # not due yet
+    clock[0] = NOW + timedelta(seconds=31)
+    [item] = store.revocations.claim(10)
+    assert (item.id, item.token, item.reason, item.attempts) == (rid, "tok-a", "link_failed", 0)
+    assert "tok-a" not in repr(item)
+    assert claimed_tokens(store) == []  # leased: another worker does not take it too
+    store.revocations.retry(item, "orcid_unavailable: 503", clock[0] + timedelta(seconds=60))
+    clock[0] += timedelta(seconds=61)
+    [again] = store.revocations.claim(10)
+    assert again.attempts == 1
+    store.revocations.done(again)
+    assert store.revocations.waiting() == 0
+    assert events(store)[-2:] == ["revocation_queued", "token_revoked"]
+
+
+def test_a_crashed_drainers_lease_expires(make_store, token_cipher):
+    clock = [NOW]
+    store = make_store(token_cipher, clock=lambda: clock[0])
+    store.revocations.add("tok-b", orcid=None, reason="pending_expired")
+    assert claimed_tokens(store) == ["tok-b"]
+    clock[0] += timedelta(seconds=120)
+    assert claimed_tokens(store) == ["tok-b"]
+
+
+def test_a_revocation_no_key_decrypts_is_dropped(make_store, token_cipher):
+    make_store(token_cipher).revocations.add("tok-c", orcid=None, reason="relinked")
+    other = make_store(TokenCipher.from_keys([TokenCipher.generate_key()]))
+    assert claimed_tokens(other) == [] and other.revocations.waiting() == 0
+    assert events(other)[-1] == "revocation_dropped"
+
+
+def test_a_link_takes_back_its_write_ahead_revocation_unless_a_drain_leased_it(make_store, token_cipher):
+    clock = [NOW]
+    store = make_store(token_cipher, clock=lambda: clock[0])
+    rid = store.revocations.intend("access-1-6f1c2b", orcid=orcid(1), reason="link_interrupted", grace_seconds=300)
+    assert claimed_tokens(store) == []  # not due while the link write may still be running
+    store.links.link(ALICE, orcid(1), tokens("1"), intent=rid)
+    assert store.revocations.waiting() == 0
+    late = store.revocations.intend("access-2-6f1c2b", orcid=orcid(2), reason="link_interrupted", grace_seconds=300)
+    clock[0] += timedelta(seconds=301)
+    assert claimed_tokens(store) == ["access-2-6f1c2b"]  # a drain is revoking it now
+    with pytest.raises(StoreError):
+        store.links.link(BOB, orcid(2), tokens("2"), intent=late)
+    assert store.links.get_active(BOB) is None
