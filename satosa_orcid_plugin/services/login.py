@@ -71,6 +71,9 @@ class LoginService:
         self.clock = clock
         self.pending = store.pending
         self.revoker = TokenRevoker(client, store)
+        # names connect rate buckets by an HMAC of the client address (a plain hash of an
+        # IPv4 address is reversed by trying them all); derived once, not per request
+        self._client_key = hashlib.sha256(b"connect client|" + "".join(config.store.token_keys[:1]).encode()).digest()
 
     def __repr__(self) -> str:
         return f"LoginService({self.config.orcid!r}, {self.store!r})"
@@ -115,7 +118,7 @@ class LoginService:
         return self._claim("marker", marker_id, expires_at)
 
     def _claim(self, kind: str, value: str, expires_at: datetime) -> bool:
-        return self.store.once.consume(f"{kind}:{hashlib.sha256(value.encode()).hexdigest()}", expires_at)
+        return self.store.once.consume(_once_key(kind, value), expires_at)
 
     def complete_hop(
         self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None,
@@ -183,8 +186,7 @@ class LoginService:
         if not CONNECT_CODE.fullmatch(code):
             raise BadCallback("this is not an ORCID authorization code")
         limits = self.config.connect.limits
-        secret = hashlib.sha256(b"connect client|" + "".join(self.config.store.token_keys[:1]).encode()).digest()
-        who = hmac.new(secret, (client or "unknown").encode(), hashlib.sha256).hexdigest()[:40]
+        who = hmac.new(self._client_key, (client or "unknown").encode(), hashlib.sha256).hexdigest()[:40]
         client_bucket = self.store.rate_limiter(rate=limits.client_rate, burst=limits.client_burst,
                                                 name=f"connect:c{who}")
         if secrets.randbelow(100) == 0:  # one row per address seen, but not forever
@@ -196,7 +198,7 @@ class LoginService:
 
     def connect_exchange(self, code: str, redirect_uri: str) -> Grant:
         """Exchange ORCID's state-less connect code at once, and never twice."""
-        key = f"code:{hashlib.sha256(code.encode()).hexdigest()}"
+        key = _once_key("code", code)
         if not self.store.once.consume(key, self.clock() + timedelta(hours=1)):
             raise CallbackReplayed("this ORCID connect link was already used")
         try:
@@ -295,6 +297,11 @@ class LoginService:
     def _give_up(self, token: str | None, orcid: OrcidId | None, reason: str) -> None:
         """A token no link will hold: revoked at ORCID now, or queued for a retry."""
         self.revoker.give_up(token, orcid=orcid, reason=reason)
+
+
+def _once_key(kind: str, value: str) -> str:
+    """The single-use row of a state, a connect code or a sign-in marker (a hash: never the value)."""
+    return f"{kind}:{hashlib.sha256(value.encode()).hexdigest()}"
 
 
 __all__ = ["LoginService", "HopStart", "ConnectStart", "ConnectResult"]
