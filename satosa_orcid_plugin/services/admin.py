@@ -17,6 +17,7 @@ from ..errors import ConfigError, OrcidError
 from ..orcid_client import OrcidClient, TokenState
 from ..orcid_id import OrcidId
 from ..store import Item, Link, Store, utcnow
+from .revocation import TokenRevoker
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,9 @@ class AdminService:
         """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
         link, tokens = self.store.links.unlink(user_key, reason=reason)
         if tokens is not None:
+            revoker = TokenRevoker(self.client, self.store)  # a revoke ORCID misses is queued and retried
             for token in filter(None, (tokens.access_token, tokens.refresh_token)):
-                try:
-                    self.client.revoke(token)
-                except OrcidError as exc:
-                    self.store.db.append_audit("revoke_failed", user_key=user_key, orcid=str(link.orcid), error=exc.code)
-                    log.warning("could not revoke a token at ORCID for an unlinked user: %s", exc.code)
+                revoker.give_up(token, orcid=link.orcid, reason="unlinked")
         return link
 
     # --- decisions, counts, schema, keys --------------------------------------------------

@@ -100,6 +100,22 @@ def test_unlink_revokes_at_orcid_and_is_audited(setup, emulator):
     assert again.exit_code == 1 and again.output.strip().startswith("satosa-orcid: no active link")
 
 
+def test_unlink_while_orcid_is_down_queues_the_revocations(setup, emulator):
+    """ORCID not answering the revoke must not leave the tokens live: they wait, encrypted,
+    for the next drain, which revokes them."""
+    conf, service, _ = setup
+    tokens = service.store.links.tokens(BOB)
+    emulator.faults.add(endpoint="revoke", kind="status", status=503)
+    assert run("--config", str(conf), "links", "unlink", BOB).exit_code == 0
+    assert service.store.revocations.waiting() == 2  # the access and the refresh token
+    assert [t for t in emulator.tokens(orcid=SOFIA) if t.access_token == tokens.access_token]
+    emulator.faults.clear()
+    assert service.revoker.drain() == 0  # not due yet: backoff
+    assert service.revoker.drain(10, ids=tuple(range(1, 100))) == 2  # the retry, brought forward
+    assert not [t for t in emulator.tokens(orcid=SOFIA) if t.access_token == tokens.access_token]
+    assert service.store.revocations.waiting() == 0
+
+
 def test_check_finds_a_revocation_done_at_orcid(setup, emulator):
     conf, service, _ = setup
     emulator.revoke_user_tokens(SOFIA)
