@@ -122,50 +122,64 @@ class _Deadlines:
     (or a host that stopped answering while the kernel still acknowledges) cannot enforce
     ``statement_timeout``, and libpq has no read timeout: when the deadline passes, the
     connection's socket is shut down, the call in progress fails at once, and the pool drops
-    that connection."""
+    that connection.
+
+    One watchdog thread per engine (per process) keeps every deadline: arming and disarming a
+    checkout is a dictionary update under a lock, never a thread of its own (checkouts happen
+    on every login's fast path). Every deadline is "now + seconds", so a new one never comes
+    before those already kept: the watchdog is woken only when it had nothing to wait for."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._lock = threading.Lock()
-        self._timers: dict[int, threading.Timer] = {}
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Any]] = {}  # id(connection) -> (monotonic deadline, connection)
+        self._watchdog: threading.Thread | None = None
+        self._pid = 0
 
     def arm(self, dbapi_connection: Any) -> None:
-        timer = threading.Timer(self.seconds, self._expire, (dbapi_connection,))
-        timer.daemon = True
-        with self._lock:
-            old = self._timers.get(id(dbapi_connection))
-            self._timers[id(dbapi_connection)] = timer
-        if old is not None:
-            old.cancel()
-        timer.start()
+        with self._cond:
+            idle = not self._due
+            self._due[id(dbapi_connection)] = (time.monotonic() + self.seconds, dbapi_connection)
+            if self._watchdog is None or self._pid != os.getpid() or not self._watchdog.is_alive():
+                self._pid = os.getpid()  # a watchdog does not survive a fork (gunicorn workers)
+                self._watchdog = threading.Thread(target=self._watch, name="satosa-orcid-db-deadlines", daemon=True)
+                self._watchdog.start()
+            elif idle:
+                self._cond.notify()
 
     def disarm(self, dbapi_connection: Any) -> bool:
         """Stop the deadline; False when it had already expired."""
-        with self._lock:
-            timer = self._timers.pop(id(dbapi_connection), None)
-        if timer is None:
-            return False
-        timer.cancel()
-        return True
+        with self._cond:
+            return self._due.pop(id(dbapi_connection), None) is not None
 
-    def _expire(self, dbapi_connection: Any) -> None:
-        with self._lock:
-            if self._timers.get(id(dbapi_connection)) is not threading.current_thread():
-                return  # disarmed (or re-armed) meanwhile
-            del self._timers[id(dbapi_connection)]
-            if dbapi_connection.closed:
-                return
-            log.warning("the database did not answer within %g s: connection aborted", self.seconds)
-            try:
-                sock = socket.socket(fileno=os.dup(dbapi_connection.fileno()))
-            except Exception:  # noqa: BLE001 - closed meanwhile
-                return
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns; libpq reports the loss
-            except OSError:
-                pass
-            finally:
-                sock.close()
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                expired = [key for key, (deadline, _) in self._due.items() if deadline <= now]
+                if not expired:
+                    soonest = min((deadline for deadline, _ in self._due.values()), default=None)
+                    self._cond.wait(None if soonest is None else soonest - now)
+                    continue
+                # under the lock, as a checkin's disarm or a re-checkout's arm is: the connection
+                # cannot change hands between its deadline passing and its socket closing
+                for key in expired:
+                    self._abort(self._due.pop(key)[1])
+
+    def _abort(self, dbapi_connection: Any) -> None:
+        if dbapi_connection.closed:
+            return
+        log.warning("the database did not answer within %g s: connection aborted", self.seconds)
+        try:
+            sock = socket.socket(fileno=os.dup(dbapi_connection.fileno()))
+        except Exception:  # noqa: BLE001 - closed meanwhile
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns; libpq reports the loss
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
 
 _DEADLINES: "weakref.WeakKeyDictionary[Engine, _Deadlines]" = weakref.WeakKeyDictionary()
