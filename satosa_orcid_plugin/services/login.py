@@ -6,6 +6,7 @@ It joins the ORCID client, the store and the policy, and knows nothing about SAT
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -71,12 +72,15 @@ class LoginService:
         self.clock = clock
         self.pending = store.pending
         self.revoker = TokenRevoker(client, store)
-        # names connect rate buckets by an HMAC of the client address (a plain hash of an
-        # IPv4 address is reversed by trying them all); derived once, not per request
-        self._client_key = hashlib.sha256(b"connect client|" + "".join(config.store.token_keys[:1]).encode()).digest()
 
     def __repr__(self) -> str:
         return f"LoginService({self.config.orcid!r}, {self.store!r})"
+
+    @functools.cached_property
+    def _client_key(self) -> bytes:
+        """Names connect rate buckets by an HMAC of the client address (a plain hash of an IPv4
+        address is reversed by trying them all); derived once, not per request."""
+        return hashlib.sha256(b"connect client|" + "".join(self.config.store.token_keys[:1]).encode()).digest()
 
     @property
     def environment(self) -> str:
