@@ -65,6 +65,31 @@ class OrcidRequestHint(RequestMicroService):
         return super().process(context, data)
 
 
+def register_oidc_claim_type(claim: str, kind: str) -> None:
+    """Deliver the OIDC ``claim`` as a JSON string (``kind="string"``, the first value) or an
+    array (``"array"``, SATOSA's default for claims it does not know).
+
+    SATOSA's OpenID Connect frontend turns every attribute into a claim through one table,
+    ``combine_values_by_claim`` (``satosa/frontends/openid_connect.py``): claim name -> function
+    of the value list, ``combine_select_first_value`` for the single-valued standard claims of
+    OIDC Core 5.1 (``email``, ``name``, ...), ``combine_return_input`` (the list) for the rest.
+    The userinfo response and id_token claims requested through ``claims`` are built from what
+    that table returns. Registering the claim there is the smallest hook SATOSA offers: the
+    deployment keeps its own frontend module and configuration. The table is per process, so
+    the last micro-service to register a claim wins (there is one ORCID micro-service).
+    """
+    import satosa.frontends.openid_connect as oidc_frontend
+
+    table = getattr(oidc_frontend, "combine_values_by_claim", None)
+    if table is None:  # a SATOSA without the table: claims stay lists, say so once at start-up
+        log.warning("SATOSA's OIDC frontend has no combine_values_by_claim table: %s is released as an array", claim)
+        return
+    if kind == "string":
+        table[claim] = oidc_frontend.combine_select_first_value
+    else:
+        table[claim] = oidc_frontend.combine_return_input
+
+
 class OrcidConnect(ResponseMicroService):
     """Collect the researcher's authenticated ORCID iD during a login and release it."""
 
@@ -76,6 +101,9 @@ class OrcidConnect(ResponseMicroService):
         if attrs and self.config.orcid_attribute not in attrs:
             raise ConfigError("orcid_attribute",
                               f"internal attribute {self.config.orcid_attribute!r} is not defined in internal_attributes")
+        oidc_claim = ((attrs.get(self.config.orcid_attribute) or {}).get("openid") or [None])[0]
+        if oidc_claim:
+            register_oidc_claim_type(oidc_claim, self.config.oidc_claim_type)
         self.service = login_service(self.config, instance=self.name)
         base = (self.config.redirect_base or self.base_url).rstrip("/")
         self.redirect_uri = f"{base}/{self.name}/callback"

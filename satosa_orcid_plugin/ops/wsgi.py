@@ -23,8 +23,31 @@ def create_app(satosa_config: Any = None) -> Callable:
 
     if satosa_config is None:
         satosa_config = SATOSAConfig(os.environ.get("SATOSA_CONFIG", "proxy_conf.yaml"))
-    return RequestGuard(make_app(satosa_config), plugin_prefixes=plugin_names(satosa_config),
+    satosa_app = make_app(satosa_config)
+    advertise_pkce(satosa_app)
+    return RequestGuard(satosa_app, plugin_prefixes=plugin_names(satosa_config),
                         state_cookie=str(satosa_config.get("COOKIE_STATE_NAME") or "SATOSA_STATE"))
+
+
+def advertise_pkce(satosa_app: Any) -> None:
+    """Copy ``provider.code_challenge_methods_supported`` of each OpenID Connect frontend's
+    configuration into its discovery document (RFC 8414 section 2).
+
+    pyop verifies the ``code_verifier`` at the token endpoint whenever the authorization
+    request carried a ``code_challenge`` (RFC 7636 section 4.6), but SATOSA builds the
+    discovery document from a fixed set of ``provider`` keys, so RPs that look for PKCE
+    support there (Authlib, oidc-client) would not find it. The frontend module stays SATOSA's.
+    """
+    app, depth = satosa_app, 0
+    while not hasattr(app, "module_router") and hasattr(app, "app") and depth < 8:  # make_app's middlewares
+        app, depth = app.app, depth + 1
+    router = getattr(app, "module_router", None)
+    for entry in (getattr(router, "frontends", None) or {}).values():
+        frontend = entry.get("instance")
+        provider = getattr(frontend, "provider", None)
+        methods = ((getattr(frontend, "config", None) or {}).get("provider") or {}).get("code_challenge_methods_supported")
+        if provider is not None and methods:
+            provider.configuration_information["code_challenge_methods_supported"] = [str(m) for m in methods]
 
 
 _app: Callable | None = None
