@@ -1,0 +1,275 @@
+"""The proxy as foreign service software sees it: the demo deployment as real processes on
+loopback (``DemoStack``: gunicorn proxy from the real ``proxy_conf/``, ORCID emulator, demo
+IdP and SP), plus what each foreign client needs registered *before* the proxy starts (the
+SAML frontend loads the SPs' metadata once): python3-saml's and Shibboleth's SP metadata in
+the trusted-SPs directory, an extra OIDC client for Authlib.
+
+Foreign software that is missing (python3-saml, Authlib, Shibboleth's ``shibd``/``mod_shib``,
+Apache) skips its tests naming what to install (``make interop-deps``), unless
+``SATOSA_ORCID_REQUIRE_FOREIGN=1`` or ``SATOSA_ORCID_REQUIRE_SERVICES=1`` (``.ci/run``): then
+they fail.
+
+One login costs about a second (a hop: interstitial, ORCID sign-in and consent, callback).
+Each client gets its own demo user and ORCID account, so one test's link never decides
+another's path: its first login hops, its second takes the fast path (the link store).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urljoin
+
+import pytest
+
+from satosa_orcid_plugin.devstack.demo import DemoStack, PageWalker
+from satosa_orcid_plugin.devstack.layout import DemoLayout, DemoPorts
+from satosa_orcid_plugin.devstack.pki import KeyPair, write_key_pair
+from satosa_orcid_plugin.devstack.scripted_browser import ScriptedBrowser, parse_forms
+
+REQUIRE_VARS = ("SATOSA_ORCID_REQUIRE_FOREIGN", "SATOSA_ORCID_REQUIRE_SERVICES")
+HOST = "127.0.0.1"
+
+# eduPersonOrcid as the eduPerson schema (201602) names it on the SAML wire
+ORCID_OID = "urn:oid:1.3.6.1.4.1.5923.1.1.1.16"
+EPPN_OID = "urn:oid:1.3.6.1.4.1.5923.1.1.1.6"
+SCOPED_AFFILIATION_OID = "urn:oid:1.3.6.1.4.1.5923.1.1.1.9"
+URI_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+POST_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+REDIRECT_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+
+# demo IdP user -> ORCID emulator account: one pair per foreign client (no shared links)
+ACCOUNTS = {
+    "python3-saml": ("alice", "0000-0002-1825-0097"),
+    "shibboleth": ("bob", "0009-0003-7578-3214"),
+    "authlib": ("carol", "0000-0002-1694-233X"),
+}
+AUTHLIB_CLIENT_ID = "authlib-rp"
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail when foreign clients are required (CI)."""
+    required = [v for v in REQUIRE_VARS if os.environ.get(v) == "1"]
+    if required:
+        pytest.fail(f"{reason}; {required[0]}=1 forbids skipping the foreign-client tests (run `make interop-deps`)",
+                    pytrace=False)
+    pytest.skip(f"{reason} (run `make interop-deps`)")
+
+
+def require_module(module: str, package: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        unavailable(f"{package} is not installed")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# --- a browser that stops before leaving for a given place ---------------------------------
+class StopBrowser(ScriptedBrowser):
+    """Follows redirects like :class:`ScriptedBrowser`, but not to a URL starting with
+    ``stop_at`` (an RP's redirect_uri where nothing listens): that redirect is returned."""
+
+    def __init__(self, stop_at: str, **kw):
+        super().__init__(**kw)
+        self.stop_at = stop_at
+
+    def request(self, method: str, url: str, **kw):
+        response = self.session.request(method, url, verify=self.verify, timeout=self.timeout,
+                                        allow_redirects=False, **kw)
+        self._note(response)
+        for _ in range(self.max_redirects):
+            if not response.is_redirect:
+                return response
+            target = urljoin(response.url, response.headers["Location"])
+            if target.startswith(self.stop_at):
+                return response
+            method = "GET" if response.status_code not in (307, 308) else method
+            response = self.session.request(method, target, verify=self.verify, timeout=self.timeout,
+                                            allow_redirects=False, **(kw if method != "GET" else {}))
+            self._note(response)
+        raise RuntimeError(f"more than {self.max_redirects} redirects from {url}")
+
+
+def walk(layout: DemoLayout, browser: ScriptedBrowser, response, done: Callable, client: str):
+    """Act on every page like a person (IdP sign-in, the plugin's interstitial, ORCID's sign-in
+    and consent, SAML HTTP-POST pages) until ``done(response)``; fail naming where it ended."""
+    user, orcid_id = ACCOUNTS[client]
+    walker = PageWalker(layout, browser, user=user, orcid_id=orcid_id, log=lambda m: None)
+    response = walker.walk(response, done)
+    assert done(response), f"{client}: ended at {response.status_code} {response.url}: {response.text[:400]}"
+    return response
+
+
+def saml_post_to(acs_url: str) -> Callable:
+    """``done`` for :func:`walk`: a page that HTTP-POSTs a SAMLResponse to ``acs_url``."""
+    def done(r) -> bool:
+        return any(f.action == acs_url and "SAMLResponse" in f.fields for f in parse_forms(r.text, r.url))
+    return done
+
+
+def saml_response_for(r, acs_url: str) -> dict[str, str]:
+    form = next(f for f in parse_forms(r.text, r.url) if f.action == acs_url and "SAMLResponse" in f.fields)
+    return dict(form.fields)
+
+
+# --- python3-saml -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Python3SamlSP:
+    base: str  # http://127.0.0.1:<port> (nothing listens: the test reads the HTTP-POST form)
+    keys: KeyPair
+
+    @property
+    def entity_id(self) -> str:
+        return f"{self.base}/saml/metadata"
+
+    @property
+    def acs_url(self) -> str:
+        return f"{self.base}/saml/acs"
+
+    def sp_settings(self) -> dict:
+        """The SP half of python3-saml's settings: strict, signed requests, signed everything
+        wanted back, SHA-256, and eduPersonOrcid requested in its metadata."""
+        return {
+            "strict": True,
+            "debug": False,
+            "sp": {
+                "entityId": self.entity_id,
+                "assertionConsumerService": {"url": self.acs_url, "binding": POST_BINDING},
+                "NameIDFormat": PERSISTENT,
+                "x509cert": self.keys.cert_path.read_text(),
+                "privateKey": self.keys.key_path.read_text(),
+                "attributeConsumingService": {
+                    "serviceName": "python3-saml interop SP",
+                    "requestedAttributes": [
+                        {"name": ORCID_OID, "nameFormat": URI_FORMAT, "friendlyName": "eduPersonOrcid",
+                         "isRequired": False},
+                        {"name": EPPN_OID, "nameFormat": URI_FORMAT, "friendlyName": "eduPersonPrincipalName",
+                         "isRequired": True},
+                    ],
+                },
+            },
+            "security": {
+                "authnRequestsSigned": True,
+                "wantMessagesSigned": True,
+                "wantAssertionsSigned": True,
+                "wantNameId": True,
+                "wantAttributeStatement": True,
+                "requestedAuthnContext": False,
+                "rejectDeprecatedAlgorithm": True,
+                "signatureAlgorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+                "digestAlgorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
+            },
+        }
+
+    def metadata(self) -> str:
+        from onelogin.saml2.settings import OneLogin_Saml2_Settings
+
+        settings = OneLogin_Saml2_Settings(self.sp_settings(), sp_validation_only=True)
+        xml = settings.get_sp_metadata()
+        return xml.decode() if isinstance(xml, bytes) else xml
+
+
+# --- Shibboleth SP ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShibbolethSite:
+    """Where the Shibboleth SP (Apache + mod_shib + shibd) of the tests lives and answers."""
+
+    port: int
+    keys: KeyPair
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def entity_id(self) -> str:
+        return f"{self.base}/shibboleth"
+
+    @property
+    def acs_url(self) -> str:
+        return f"{self.base}/Shibboleth.sso/SAML2/POST"
+
+    def metadata(self) -> str:
+        """The SP's metadata as an SP administrator registers it: signing/encryption key,
+        the SAML2 HTTP-POST ACS, and eduPersonOrcid requested (docs/service-providers.md)."""
+        cert = "".join(line for line in self.keys.cert_path.read_text().splitlines() if "CERTIFICATE" not in line)
+        return f"""<?xml version="1.0" encoding="UTF-8"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#"
+    entityID="{self.entity_id}">
+  <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:KeyDescriptor>
+      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>
+    </md:KeyDescriptor>
+    <md:NameIDFormat>{PERSISTENT}</md:NameIDFormat>
+    <md:AssertionConsumerService Binding="{POST_BINDING}" Location="{self.acs_url}" index="1"/>
+    <md:AttributeConsumingService index="1">
+      <md:ServiceName xml:lang="en">Shibboleth interop SP</md:ServiceName>
+      <md:RequestedAttribute FriendlyName="eduPersonOrcid" Name="{ORCID_OID}" NameFormat="{URI_FORMAT}"/>
+      <md:RequestedAttribute FriendlyName="eduPersonPrincipalName" Name="{EPPN_OID}" NameFormat="{URI_FORMAT}"/>
+      <md:RequestedAttribute FriendlyName="eduPersonScopedAffiliation" Name="{SCOPED_AFFILIATION_OID}"
+          NameFormat="{URI_FORMAT}"/>
+    </md:AttributeConsumingService>
+  </md:SPSSODescriptor>
+</md:EntityDescriptor>
+"""
+
+
+# --- the deployment -----------------------------------------------------------------------
+@dataclass
+class Interop:
+    layout: DemoLayout
+    python3_saml: Python3SamlSP
+    shibboleth: ShibbolethSite
+    authlib_client: dict
+
+    @property
+    def authlib_redirect_uri(self) -> str:
+        return self.authlib_client["redirect_uris"][0]
+
+    def browser(self, stop_at: str | None = None) -> ScriptedBrowser:
+        if stop_at:
+            return StopBrowser(stop_at, verify=str(self.layout.tls_cert), timeout=30)
+        return ScriptedBrowser(verify=str(self.layout.tls_cert), timeout=30)
+
+
+@pytest.fixture(scope="session")
+def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
+    """The demo deployment on loopback with every foreign client registered."""
+    root = tmp_path_factory.mktemp("interop")
+    layout = DemoLayout(root / "deployment", DemoPorts.free())
+    keys = root / "foreign-keys"
+    p3 = Python3SamlSP(f"http://{HOST}:{free_port()}",
+                       write_key_pair(keys, "python3-saml", "python3-saml interop SP"))
+    shib = ShibbolethSite(free_port(), write_key_pair(keys, "shibboleth", "Shibboleth interop SP"))
+    if importlib.util.find_spec("onelogin") is not None:
+        (layout.trusted_sps_dir / "python3-saml.xml").write_text(p3.metadata())
+    (layout.trusted_sps_dir / "shibboleth.xml").write_text(shib.metadata())
+
+    # a second OIDC client: a public redirect_uri where nothing listens (the test reads the code)
+    authlib_client = {
+        "client_id": AUTHLIB_CLIENT_ID,
+        "client_secret": "authlib-" + layout.secrets["oidc_client_secret"],
+        "client_name": "Authlib interop RP",
+        "redirect_uris": [f"http://{HOST}:{free_port()}/authlib/callback"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    clients = json.loads(layout.oidc_clients_path.read_text())
+    clients[AUTHLIB_CLIENT_ID] = authlib_client
+    layout.oidc_clients_path.write_text(json.dumps(clients, indent=2))
+
+    stack = DemoStack(layout, log=lambda m: None)
+    try:
+        stack.start()
+        yield Interop(layout, p3, shib, authlib_client)
+    finally:
+        stack.stop()
+
