@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+#: the demo institution's scope (eduPersonPrincipalName user@scope), shibmd:Scope of the proxy
+DEMO_SCOPE = "demo.example.org"
 #: environment variable naming the layout directory, read by the demo IdP/SP app factories
 LAYOUT_ENV = "SATOSA_ORCID_DEMO_LAYOUT"
 DEMO_ORCID_CLIENT_ID = "APP-DEMO000000000001"
@@ -389,6 +391,7 @@ class DemoLayout:
             "SATOSA_OIDC_SIGNING_KEY": str(k.oidc.key_path),
             "SATOSA_SP_METADATA": str(self.trusted_sps_dir),
             "SATOSA_IDP_METADATA": str(self.idp_metadata),
+            "SATOSA_IDP_SCOPE": DEMO_SCOPE,
             "SATOSA_OIDC_CLIENTS": str(self.oidc_clients_path),
             "SATOSA_OIDC_DB_URI": self.oidc_db_uri,
             "SATOSA_OIDC_SUB_HASH_SALT": self.secrets["oidc_sub_hash_salt"],
