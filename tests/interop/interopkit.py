@@ -222,6 +222,111 @@ class ShibbolethSite:
 """
 
 
+    def write_config(self, directory: Path, *, idp_metadata: Path, idp_entity_id: str, root: bool) -> dict[str, Path]:
+        """Apache's and Shibboleth's configuration for this site under ``directory``: the
+        stock ``attribute-map.xml`` with the one line docs/service-providers.md documents,
+        the stock ``attribute-policy.xml`` (scope checks included), the proxy's metadata as a
+        local file, a Session handler that shows attribute values, a CGI behind
+        ``requireSession`` that prints what the service sees. Returns the files to start with."""
+        d = directory
+        stock_map = Path(SHIBBOLETH_ETC, "attribute-map.xml").read_text()
+        assert "</Attributes>" in stock_map and ORCID_OID not in stock_map
+        (d / "attribute-map.xml").write_text(stock_map.replace("</Attributes>", f"    {ATTRIBUTE_MAP_LINE}\n</Attributes>"))
+        for name in ("shibd.logger", "native.logger"):
+            (d / name).write_text(CONSOLE_LOGGER)
+        (d / "shibboleth2.xml").write_text(f"""<SPConfig xmlns="urn:mace:shibboleth:3.0:native:sp:config"
+    xmlns:conf="urn:mace:shibboleth:3.0:native:sp:config" clockSkew="180">
+  <OutOfProcess logger="{d}/shibd.logger"/>
+  <InProcess logger="{d}/native.logger"/>
+  <UnixListener address="{d}/shibd.sock"/>
+  <StorageService type="Memory" id="mem" cleanupInterval="900"/>
+  <SessionCache type="StorageService" StorageService="mem" cacheAssertions="false"
+                cacheAllowance="900" inprocTimeout="900" cleanupInterval="900"/>
+  <ReplayCache StorageService="mem"/>
+  <ApplicationDefaults entityID="{self.entity_id}" REMOTE_USER="eppn">
+    <!-- http on loopback only: handlerSSL="false" and cookies without Secure -->
+    <Sessions lifetime="28800" timeout="3600" relayState="ss:mem" checkAddress="false"
+              handlerSSL="false" cookieProps="; path=/; HttpOnly" redirectLimit="exact">
+      <SSO entityID="{idp_entity_id}">SAML2</SSO>
+      <Logout>Local</Logout>
+      <Handler type="Status" Location="/Status" acl="127.0.0.1 ::1"/>
+      <Handler type="Session" Location="/Session" showAttributeValues="true"/>
+    </Sessions>
+    <Errors supportContact="root@localhost" styleSheet="/shibboleth-sp/main.css"/>
+    <MetadataProvider type="XML" validate="true" path="{idp_metadata}"/>
+    <AttributeExtractor type="XML" validate="true" reloadChanges="false" path="{d}/attribute-map.xml"/>
+    <AttributeFilter type="XML" validate="true" path="{SHIBBOLETH_ETC}/attribute-policy.xml"/>
+    <CredentialResolver type="File" key="{self.keys.key_path}" certificate="{self.keys.cert_path}"/>
+  </ApplicationDefaults>
+  <SecurityPolicyProvider type="XML" validate="true" path="{SHIBBOLETH_ETC}/security-policy.xml"/>
+  <ProtocolProvider type="XML" validate="true" reloadChanges="false" path="{SHIBBOLETH_ETC}/protocols.xml"/>
+</SPConfig>
+""")
+        (d / "htdocs").mkdir(exist_ok=True)
+        (d / "cgi").mkdir(exist_ok=True)
+        cgi = d / "cgi" / "whoami"
+        cgi.write_text(WHOAMI_CGI)
+        cgi.chmod(0o755)
+        user = "User www-data\nGroup www-data\n" if root else ""  # Apache refuses to serve as root
+        (d / "httpd.conf").write_text(f"""ServerRoot "{d}"
+ServerName {HOST}
+Listen {HOST}:{self.port}
+PidFile {d}/httpd.pid
+DefaultRuntimeDir {d}
+Mutex file:{d}
+ErrorLog /dev/stderr
+LogLevel warn
+{user}LoadModule mpm_prefork_module {APACHE_MODULES}/mod_mpm_prefork.so
+LoadModule authz_core_module {APACHE_MODULES}/mod_authz_core.so
+LoadModule authn_core_module {APACHE_MODULES}/mod_authn_core.so
+LoadModule alias_module {APACHE_MODULES}/mod_alias.so
+LoadModule cgi_module {APACHE_MODULES}/mod_cgi.so
+LoadModule mod_shib {APACHE_MODULES}/mod_shib.so
+StartServers 1
+MinSpareServers 1
+MaxSpareServers 3
+MaxRequestWorkers 8
+ShibConfig {d}/shibboleth2.xml
+ShibCompatValidUser Off
+DocumentRoot "{d}/htdocs"
+<Location /Shibboleth.sso>
+  SetHandler shib
+  AuthType None
+  Require all granted
+</Location>
+ScriptAlias /secure/ "{d}/cgi/"
+<Location /secure>
+  AuthType shibboleth
+  ShibRequestSetting requireSession 1
+  Require shib-session
+</Location>
+""")
+        return {"httpd.conf": d / "httpd.conf", "shibboleth2.xml": d / "shibboleth2.xml"}
+
+
+SHIBBOLETH_ETC = "/etc/shibboleth"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+#: the line docs/service-providers.md tells Shibboleth SP administrators to add
+ATTRIBUTE_MAP_LINE = f'<Attribute name="{ORCID_OID}" id="eduPersonOrcid"/>'
+CONSOLE_LOGGER = """log4j.rootCategory=WARN, console
+log4j.category.Shibboleth.AttributeExtractor=INFO
+log4j.category.Shibboleth.AttributeFilter=INFO
+log4j.appender.console=org.apache.log4j.ConsoleAppender
+log4j.appender.console.layout=org.apache.log4j.PatternLayout
+log4j.appender.console.layout.ConversionPattern=%d{%Y-%m-%d %H:%M:%S} %p %c %x: %m%n
+"""
+# What the protected application sees: mod_shib exports attributes as CGI environment variables
+# (Apache turns "-" in their names into "_": Shib-Identity-Provider arrives as Shib_Identity_Provider).
+WHOAMI_CGI = """#!/usr/bin/python3
+import json, os
+names = ("eduPersonOrcid", "eppn", "affiliation", "unscoped_affiliation", "persistent_id", "REMOTE_USER",
+         "Shib_Identity_Provider", "AUTH_TYPE")
+print("Content-Type: application/json")
+print()
+print(json.dumps({n: os.environ[n] for n in names if n in os.environ}))
+"""
+
+
 # --- the deployment -----------------------------------------------------------------------
 @dataclass
 class Interop:
