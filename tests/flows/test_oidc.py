@@ -117,3 +117,14 @@ def test_discovery_advertises_pkce_through_the_plugin_wsgi_entry(satosa_config):
 
     config = Client(create_app(satosa_config)).get("/.well-known/openid-configuration").get_json(force=True)
     assert config["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_a_satosa_without_the_claim_table_keeps_lists_and_says_so(monkeypatch, caplog):
+    import satosa.frontends.openid_connect as oidc_frontend
+
+    from satosa_orcid_plugin.microservice import register_oidc_claim_type
+
+    monkeypatch.delattr(oidc_frontend, "combine_values_by_claim")
+    with caplog.at_level("WARNING", logger="satosa_orcid_plugin.microservice"):
+        register_oidc_claim_type("eduperson_orcid", "string")
+    assert "released as an array" in caplog.text
