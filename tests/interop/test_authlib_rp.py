@@ -58,6 +58,7 @@ def authorize(interop, discovery, client, **params) -> tuple[str, str, str]:
         return r.is_redirect and r.headers["Location"].startswith(interop.authlib_redirect_uri)
 
     response = walk(interop.layout, browser, browser.get(url), at_rp, "authlib")
+    browser.session.close()  # no idle keep-alive connection holds up the proxy's shutdown
     return response.headers["Location"], verifier, nonce
 
 
@@ -95,6 +96,7 @@ def test_authlib_code_flow_with_pkce_gets_eduperson_orcid_as_a_string(interop, d
     userinfo = client.get(discovery["userinfo_endpoint"], verify=tls(interop)).json()
     assert userinfo["eduperson_orcid"] == expected
     assert userinfo["sub"] == id_token["sub"]
+    client.close()
 
     # 2. the fast path, scope eduperson_orcid, no claims parameter: userinfo only
     client = rp_session(interop, "openid eduperson_orcid")
@@ -104,6 +106,7 @@ def test_authlib_code_flow_with_pkce_gets_eduperson_orcid_as_a_string(interop, d
     id_token = validated_id_token(discovery, interop, token, nonce)
     assert "eduperson_orcid" not in id_token
     assert client.get(discovery["userinfo_endpoint"], verify=tls(interop)).json()["eduperson_orcid"] == expected
+    client.close()
 
 
 def test_a_code_redeemed_with_the_wrong_pkce_verifier_is_refused(interop, discovery):
@@ -115,3 +118,4 @@ def test_a_code_redeemed_with_the_wrong_pkce_verifier_is_refused(interop, discov
     with pytest.raises(OAuthError):
         client.fetch_token(discovery["token_endpoint"], authorization_response=callback,
                            code_verifier=generate_token(48), verify=tls(interop))
+    client.close()

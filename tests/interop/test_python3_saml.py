@@ -58,6 +58,7 @@ def login(interop, settings):
     assert "Signature=" in url and "SigAlg=" in url  # authnRequestsSigned
     browser = interop.browser()
     response = walk(interop.layout, browser, browser.get(url), saml_post_to(acs), "python3-saml")
+    browser.session.close()  # no idle keep-alive connection holds up the proxy's shutdown
     return request_id, saml_response_for(response, acs), browser
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from bs4 import BeautifulSoup
-from interopkit import ACCOUNTS, APACHE_MODULES, ShibbolethSite, unavailable, walk
+from interopkit import ACCOUNTS, APACHE_MODULES, ShibbolethSite, stop_together, unavailable, walk
 
 from satosa_orcid_plugin.devstack.demo import ChildProcess
 from satosa_orcid_plugin.devstack.layout import DEMO_SCOPE
@@ -80,7 +80,8 @@ def shibboleth(interop):
         _wait("apache2 with mod_shib", apache, lambda: _answers(f"{site.base}/Shibboleth.sso/Status"))
         yield site, shibd, apache
     finally:
-        apache.stop()  # each was started in its own process group; stopped by that group only
+        stop_together([apache, shibd])  # each was started in its own process group; stopped by that group only
+        apache.stop()
         shibd.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -95,6 +96,7 @@ def login(interop, site: ShibbolethSite):
 
     response = walk(interop.layout, browser, browser.get(protected), at_service, "shibboleth")
     session = browser.get(f"{site.base}/Shibboleth.sso/Session")
+    browser.session.close()  # no idle keep-alive connection holds up the proxy's shutdown
     assert session.status_code == 200, session.text[:300]
     return response.json(), BeautifulSoup(session.text, "html.parser").get_text(), browser
 
