@@ -1,6 +1,6 @@
 """The proxy as foreign service software sees it: the demo deployment as real processes on
 loopback (``DemoStack``: gunicorn proxy from the real ``proxy_conf/``, ORCID emulator, demo
-IdP and SP), plus what each foreign client needs registered *before* the proxy starts (the
+IdP; no demo SP), plus what each foreign client needs registered *before* the proxy starts (the
 SAML frontend loads the SPs' metadata once): python3-saml's and Shibboleth's SP metadata in
 the trusted-SPs directory, an extra OIDC client for Authlib.
 
@@ -9,7 +9,8 @@ Apache) skips its tests naming what to install (``make interop-deps``), unless
 ``SATOSA_ORCID_REQUIRE_FOREIGN=1`` or ``SATOSA_ORCID_REQUIRE_SERVICES=1`` (``.ci/run``): then
 they fail.
 
-One login costs about a second (a hop: interstitial, ORCID sign-in and consent, callback).
+One login costs about a second on a loaded 2-core machine (a hop: interstitial, ORCID sign-in
+and consent, callback); starting the processes costs most of the ~25-40 s of the session.
 Each client gets its own demo user and ORCID account, so one test's link never decides
 another's path: its first login hops, its second takes the fast path (the link store).
 """
