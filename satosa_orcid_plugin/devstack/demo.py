@@ -425,30 +425,42 @@ def _connect_button_url(r) -> str:
     """The href of the "Connect" button of ORCID's notification (it opens in a new tab)."""
     from urllib.parse import urljoin
 
-    from bs4 import BeautifulSoup
+    from .scripted_browser import parse_html
 
-    link = BeautifulSoup(r.text, "html.parser").find("a", id="connect-institution")
+    link = parse_html(r.text).find("a", id="connect-institution")
     return urljoin(r.url, link["href"])
 
 
 def _title(page: str) -> str:
-    from bs4 import BeautifulSoup
+    from .scripted_browser import parse_html
 
-    tag = BeautifulSoup(page, "html.parser").find(["h1", "title"])
+    tag = parse_html(page).find(["h1", "title"])
     return tag.get_text(" ", strip=True) if tag else ""
 
 
 # --- entry points -----------------------------------------------------------------------
-def _banner(layout: DemoLayout) -> str:
+def _banner(layout: DemoLayout, journey: str = "login") -> str:
     from .demo_idp import DEMO_PASSWORD, DEMO_USERS
 
     users = ", ".join(DEMO_USERS)
+    if journey == "connect":
+        start = [
+            "satosa-orcid demo is running (Institutional Connect). Start on the ORCID side:",
+            "",
+            f"    {layout.emulator_url}/signin",
+            "",
+            "  1. 'Sign in with your institution' (ORCID sends you through the proxy to the demo IdP)",
+            f"  2. sign in at the demo IdP, then link the ORCID account {DEMO_ORCID_ID}",
+            "  3. press 'Connect' on ORCID's notification and authorize: the proxy shows",
+            "     'Your ORCID iD is connected'",
+            f"  4. then log in at the demo service {layout.sp_base}/ : eduPersonOrcid arrives without an ORCID step",
+        ]
+    else:
+        start = ["satosa-orcid demo is running. Open the demo service in a browser:", "", f"    {layout.sp_base}/"]
     return "\n".join(
         [
             "",
-            "satosa-orcid demo is running. Open the demo service in a browser:",
-            "",
-            f"    {layout.sp_base}/",
+            *start,
             "",
             f"  Institutional login (demo IdP): {users} / password {DEMO_PASSWORD}",
             f"  ORCID sign-in (emulator):       {DEMO_ORCID_ID} / password {DEMO_ORCID_PASSWORD}",
@@ -508,7 +520,7 @@ def run_demo(root: Path, ports: DemoPorts, once: bool, journey: str = "login") -
                     return 0
                 _log(f"error: the SP received no {ORCID_ATTRIBUTE} (see {layout.logs_dir}/proxy.log)")
                 return 1
-            print(_banner(layout), flush=True)
+            print(_banner(layout, journey), flush=True)
             while True:
                 time.sleep(0.5)
                 stack.check_alive()
@@ -543,9 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port-base", type=int, default=None,
                         help="proxy N, emulator N+1, IdP N+2, SP N+3 (default 8443, 8090, 8091, 8092)")
     parser.add_argument("--journey", choices=JOURNEYS, default="login",
-                        help="with --once: login (the ORCID hop during a login) or connect "
-                             "(ORCID Institutional Connect first: institutional sign-in at ORCID "
-                             "through the proxy, connect, grant; then a login)")
+                        help="login (the ORCID hop during a login) or connect (ORCID Institutional "
+                             "Connect first: institutional sign-in at ORCID through the proxy, connect, "
+                             "grant; then a login). Without --once it says where each journey starts")
     args = parser.parse_args(argv)
     try:
         ports = DemoPorts.from_base(args.port_base) if args.port_base is not None else DemoPorts()
