@@ -168,7 +168,7 @@ def test_errors_are_one_line_and_non_zero(tmp_path):
     bad.write_text("module: satosa_orcid_plugin.OrcidConnect\nname: orcid\nconfig:\n  orcid: {client_secret: hush}\n")
     result = run("--config", str(bad), "links", "list")
     assert result.exit_code == 1
-    assert result.output.strip() == "satosa-orcid: satosa-orcid config: orcid.client_id: is required"
+    assert result.output.strip() == "satosa-orcid config: orcid.client_id: is required"  # the prefix once
     assert "hush" not in result.output
     usage = run("links", "list", env={"SATOSA_ORCID_DATABASE_URL": ""})
     assert usage.exit_code == 2
