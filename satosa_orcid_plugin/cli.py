@@ -371,6 +371,8 @@ from .cli_sync import register as _register_sync  # noqa: E402
 _register_sync(main)
 from .cli_ops import register as _register_ops  # noqa: E402  (metrics serve, health)
 _register_ops(main)
+from .cli_init import register as _register_init  # noqa: E402  (init)
+_register_init(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
