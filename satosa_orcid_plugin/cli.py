@@ -289,12 +289,19 @@ def check_config(path: str) -> None:
 @click.option("--root", type=click.Path(file_okay=False), default="demo-data", show_default=True,
               help="Where keys, metadata and the SQLite file are generated.")
 @click.option("--port-base", type=int, default=None, help="Use consecutive ports from here.")
-@click.option("--journey", type=click.Choice(["login", "connect"]), default="login", show_default=True)
-def demo(once: bool, root: str, port_base: int | None, journey: str) -> None:
+@click.option("--journey", type=click.Choice(["login", "connect"]), default="login", show_default=True,
+              help="login: the ORCID hop during a login; connect: ORCID's Institutional Connect first "
+                   "(without --once the demo says where it starts).")
+@click.option("--proxy-conf", type=click.Path(), default=None,
+              help="Run your own proxy_conf.yaml (frontend Saml2IDP, backend Saml2, BASE at the demo's "
+                   "proxy port) with the demo IdP, SP and the ORCID emulator around it.")
+def demo(once: bool, root: str, port_base: int | None, journey: str, proxy_conf: str | None) -> None:
     """Run the whole stack on loopback: ORCID emulator, demo IdP, proxy (gunicorn), demo SP."""
     from .devstack import demo as demo_mod
 
     argv = ["--root", root, "--journey", journey]
+    if proxy_conf:
+        argv += ["--proxy-conf", proxy_conf]
     if once:
         argv.append("--once")
     if port_base is not None:
