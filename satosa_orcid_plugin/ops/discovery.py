@@ -138,6 +138,17 @@ def find_plugin_entries(path: str | os.PathLike[str]) -> list[PluginEntry]:
             if isinstance(item, dict) and item.get("module") in PLUGIN_MODULES:
                 entries.append(PluginEntry(str(item.get("name") or "orcid"), item.get("config") or {}, where))
         if not entries:
+            for i, item in enumerate(doc.get("MICRO_SERVICES") or []):
+                module = item.get("module") if isinstance(item, dict) else None
+                if isinstance(item, str):
+                    try:
+                        loaded = load_yaml(Path(item) if Path(item).exists() else path.parent / item)
+                    except ConfigError:
+                        continue
+                    module = loaded.get("module") if isinstance(loaded, dict) else None
+                if isinstance(module, str) and "orcid" in module.lower() and "RequestHint" not in module:
+                    raise ConfigError(f"{path}: MICRO_SERVICES[{i}].module",
+                                      f"{module!r} is not the plugin's class (satosa_orcid_plugin.OrcidConnect)")
             raise ConfigError(f"{path}: MICRO_SERVICES", "has no satosa_orcid_plugin.OrcidConnect entry")
         return entries
     if doc.get("module") in PLUGIN_MODULES:

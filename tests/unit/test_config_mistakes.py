@@ -98,7 +98,8 @@ MISTAKES = [
                                                    "module: satosa_orcid_plugin.OrcidConect"),
             f"MICRO_SERVICES[orcid].module: cannot import 'satosa_orcid_plugin.OrcidConect' {PLUGIN_CLASSES}",
             f"MICRO_SERVICES[orcid].module: cannot import 'satosa_orcid_plugin.OrcidConect' {PLUGIN_CLASSES}",
-            "satosa-orcid config: {conf}/proxy_conf.yaml: MICRO_SERVICES: has no satosa_orcid_plugin.OrcidConnect entry"),
+            "satosa-orcid config: {conf}/proxy_conf.yaml: MICRO_SERVICES[1].module: 'satosa_orcid_plugin.OrcidConect' "
+            "is not the plugin's class (satosa_orcid_plugin.OrcidConnect)"),
     Mistake("key-typo", lambda conf, env: _edit(_ms(conf), "on_error: continue", "on_eror: continue"),
             "MICRO_SERVICES[orcid].config.on_eror: unknown key (allowed: affiliations, connect, decline, flow_ttl, "
             "interstitial, on_conflict, on_error, orcid, orcid_attribute, orcid_requesters, policy, prefill, "
@@ -264,3 +265,45 @@ def test_emulator_clients_mistakes_are_one_line(tmp_path):
     ):
         result = _cli(dict(os.environ), "emulator", "--port", "0", *args)
         assert result.returncode == 1 and _lines(result.stderr) == [want], result.stderr
+
+
+def test_the_emulator_without_clients_serves_a_local_client(tmp_path):
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "satosa_orcid_plugin.cli", "emulator", "--port", str(port),
+                             "--proxy-base", "https://proxy.uni.example"],
+                            env={k: v for k, v in os.environ.items() if k != "ORCID_EMULATOR_CLIENTS"},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                assert requests.get(f"{url}/.well-known/openid-configuration", timeout=2).status_code == 200
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        # the local client and its registered redirect URI: ORCID's sign-in page, not an error
+        page = requests.get(f"{url}/oauth/authorize", params={
+            "client_id": "APP-LOCAL00000000001", "response_type": "code", "scope": "openid",
+            "redirect_uri": "https://proxy.uni.example/orcid/callback"}, timeout=5)
+        assert page.status_code == 200 and "Sign in" in page.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert "registered the local client APP-LOCAL00000000001" in err
+
+
+def test_demo_connect_journey_says_where_the_orcid_side_starts(tmp_path):
+    from satosa_orcid_plugin.devstack.demo import _banner
+
+    layout = DemoLayout(tmp_path / "d", DemoPorts.from_base(18443))
+    banner = _banner(layout, "connect")
+    assert f"{layout.emulator_url}/signin" in banner.split("Institutional Connect).")[1].split("1.")[0]
+    assert "'Sign in with your institution'" in banner
+    assert banner != _banner(layout, "login")
