@@ -229,7 +229,7 @@ def test_check_config_wants_orcids_sandbox_sp_named_explicitly(tmp_path, proxy_e
 def test_console_script_help_works():
     out = subprocess.run([str(Path(sys.executable).parent / "satosa-orcid"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for command in ("links", "keys", "db", "check-config", "demo", "emulator", "stats"):
+    for command in ("links", "keys", "db", "check-config", "init", "demo", "emulator", "stats"):
         assert command in out.stdout
 
 

@@ -103,3 +103,16 @@ def test_init_names_what_it_cannot_do(conf):
                                      "it as a block list (one '- item' per line) or add the plugin's entries by hand")
     missing = CliRunner().invoke(main, ["init", "--proxy-conf", str(conf / "nope.yaml")])
     assert missing.exit_code == 1 and missing.stderr.strip() == f"satosa-orcid: --proxy-conf {conf / 'nope.yaml'}: no such file"
+
+
+@pytest.mark.parametrize("micro_services", ["", "MICRO_SERVICES: []\n"])
+def test_init_when_there_are_no_micro_services_yet(conf, micro_services):
+    text = (conf / "proxy_conf.yaml").read_text()
+    block = '# Filters run last (attribute release policy of this deployment).\nMICRO_SERVICES:\n  - "plugins/microservices/filter_attributes.yaml"\n'
+    assert block in text
+    (conf / "proxy_conf.yaml").write_text(text.replace(block, micro_services))
+    assert _init(conf).exit_code == 0
+    services = yaml.safe_load((conf / "proxy_conf.yaml").read_text())["MICRO_SERVICES"]
+    assert services == ["plugins/microservices/orcid_hint.yaml", "plugins/microservices/orcid.yaml"]
+    before = _snapshot(conf)
+    assert _init(conf).exit_code == 0 and _snapshot(conf) == before
