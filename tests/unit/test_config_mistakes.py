@@ -307,3 +307,20 @@ def test_demo_connect_journey_says_where_the_orcid_side_starts(tmp_path):
     assert f"{layout.emulator_url}/signin" in banner.split("Institutional Connect).")[1].split("1.")[0]
     assert "'Sign in with your institution'" in banner
     assert banner != _banner(layout, "login")
+
+
+def test_a_database_server_that_does_not_answer_is_a_warning_not_an_error(layout, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "conf"
+    shutil.copytree(layout.proxy_conf_dir, conf)
+    env = {**os.environ, **layout.env(), "SATOSA_ORCID_DATABASE_URL": f"postgresql+psycopg://satosa@127.0.0.1:{port}/orcid"}
+    check = _cli(env, "check-config", str(conf / "proxy_conf.yaml"))
+    assert check.returncode == 0, check.stderr
+    warning = [line for line in _lines(check.stderr) if "store.database_url" in line]
+    assert len(warning) == 1 and warning[0].startswith(
+        "warning: MICRO_SERVICES[orcid].config.store.database_url: the database did not answer within 2s "
+        "(database error (OperationalError): ")
