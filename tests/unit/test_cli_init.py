@@ -116,3 +116,15 @@ def test_init_when_there_are_no_micro_services_yet(conf, micro_services):
     assert services == ["plugins/microservices/orcid_hint.yaml", "plugins/microservices/orcid.yaml"]
     before = _snapshot(conf)
     assert _init(conf).exit_code == 0 and _snapshot(conf) == before
+
+
+def test_demo_around_an_own_proxy_names_a_base_it_cannot_serve(conf, tmp_path):
+    from satosa_orcid_plugin.devstack.demo import DemoError, own_proxy_layout
+    from satosa_orcid_plugin.devstack.layout import DemoPorts
+
+    with pytest.raises(DemoError) as caught:  # BASE is https://proxy.uni.example, not the demo's loopback port
+        own_proxy_layout(conf.parent / "demo", DemoPorts.from_base(18443), conf / "proxy_conf.yaml")
+    assert str(caught.value) == ("--proxy-conf: BASE is 'https://proxy.uni.example' but the demo serves the proxy at "
+                                 "https://127.0.0.1:18443; set BASE to that (or choose the port with --port-base)")
+    with pytest.raises(DemoError, match="give a proxy_conf.yaml"):
+        own_proxy_layout(tmp_path / "demo2", DemoPorts.from_base(18443), conf / "internal_attributes.yaml")
