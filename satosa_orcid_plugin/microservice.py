@@ -32,6 +32,7 @@ from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
 from .errors import CallbackReplayed, ConfigError, ConnectThrottled, LinkConflict, OrcidOAuthError, OrcidPluginError, UserDenied
 from .flow import FlowKind, FlowRecord
 from .i18n import negotiate
+from .ops.checks import plugin_startup_checks
 from .ops.cookie_size import warn_at_startup
 from .ops.health import health_endpoint
 from .orcid_id import OrcidId
@@ -96,11 +97,25 @@ class OrcidConnect(ResponseMicroService):
     def __init__(self, config: dict[str, Any] | None, internal_attributes: dict[str, Any] | None = None,
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        try:
+            self._start(config, internal_attributes)
+        except ConfigError as exc:
+            # One line before SATOSA's loader logs its own traceback ("Failed to create WSGI app").
+            log.error("%s", exc.message)
+            raise
+
+    def _start(self, config: dict[str, Any] | None, internal_attributes: dict[str, Any] | None) -> None:
         self.config: PluginConfig = parse_config(config)
         attrs = (internal_attributes or {}).get("attributes", {})
         if attrs and self.config.orcid_attribute not in attrs:
             raise ConfigError("orcid_attribute",
                               f"internal attribute {self.config.orcid_attribute!r} is not defined in internal_attributes")
+        problems, warnings = plugin_startup_checks(config, self.config, internal_attributes)
+        if problems:
+            key, _, problem = problems[0].partition(": ")
+            raise ConfigError(key, problem)
+        for warning in warnings:
+            log.warning("satosa-orcid config: %s", warning)
         oidc_claim = ((attrs.get(self.config.orcid_attribute) or {}).get("openid") or [None])[0]
         if oidc_claim:
             register_oidc_claim_type(oidc_claim, self.config.oidc_claim_type)

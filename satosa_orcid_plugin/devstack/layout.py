@@ -116,10 +116,12 @@ class DemoPorts:
 
 
 def find_proxy_conf() -> Path:
-    """The ``proxy_conf/`` directory: ``$SATOSA_ORCID_PROXY_CONF``, else the source checkout's."""
+    """The ``proxy_conf/`` directory: ``$SATOSA_ORCID_PROXY_CONF``, else the one shipped in the
+    package (``devstack/proxy_conf``: in a checkout a symbolic link to the top-level
+    ``proxy_conf/``, in the wheel a copy of it)."""
     configured = os.environ.get("SATOSA_ORCID_PROXY_CONF")
     candidates = [Path(configured)] if configured else []
-    candidates += [Path(__file__).resolve().parents[2] / "proxy_conf", Path.cwd() / "proxy_conf"]
+    candidates += [Path(__file__).parent / "proxy_conf", Path(__file__).resolve().parents[2] / "proxy_conf"]
     for candidate in candidates:
         if (candidate / "proxy_conf.yaml").is_file():
             return candidate.resolve()
