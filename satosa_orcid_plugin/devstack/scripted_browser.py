@@ -20,7 +20,8 @@ from urllib.parse import urljoin
 import requests
 from bs4 import BeautifulSoup
 
-__all__ = ["Button", "Form", "parse_forms", "find_form", "has_button", "ScriptedBrowser", "BrowserError"]
+__all__ = ["Button", "Form", "parse_forms", "find_form", "has_button", "link_with_id", "ScriptedBrowser",
+           "BrowserError"]
 
 
 class BrowserError(RuntimeError):
@@ -147,6 +148,27 @@ def find_form(page: str, base_url: str, *, button: str | None = None, form_id: s
                 ("action", action))
     wanted = ", ".join(f"{k}={v!r}" for k, v in criteria if v)
     raise BrowserError(f"no form with {wanted or 'anything'} on {base_url} (found {len(forms)} forms)")
+
+
+def link_with_id(page: str, element_id: str, base_url: str = "") -> str | None:
+    """The absolute ``href`` of the ``<a id=element_id>`` of ``page`` (standard library only),
+    e.g. the interstitial's "Connect your ORCID iD" link (``connect-orcid``).
+
+    >>> link_with_id('<a id="connect-orcid" href="/o?a=1&amp;b=2">Go</a>', "connect-orcid", "https://h/p")
+    'https://h/o?a=1&b=2'
+    """
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class _Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            attributes = dict(attrs)
+            if tag == "a" and attributes.get("id") == element_id and attributes.get("href") and not found:
+                found.append(attributes["href"])
+
+    _Links().feed(page)
+    return urljoin(base_url, found[0]) if found else None
 
 
 def has_button(response: requests.Response, text: str | None = None, *, value: str | None = None) -> bool:
