@@ -389,9 +389,11 @@ class OrcidConnect(ResponseMicroService):
                 return self._error_page(context, reference, "connect_declined")
             self._log(context, logging.WARNING, f"connect verification failed: {exc.code} (ref {reference})")
             return self._error_page(context, reference, "connect_failed", code=exc.code, headers=[self._clear_marker()])
+        extra = []
         if result.link is not None:
             self._log(context, logging.INFO, "Institutional Connect: ORCID iD linked")
             template, cookie, expires = "connected.html", self._clear_marker(), None
+            extra.append(self._done_cookie(record.state, result.orcid, (None, None)))  # a reload: "already connected"
         else:
             self._log(context, logging.INFO, "Institutional Connect: verified, pending the next institutional login")
             # SameSite=None: it must reach the proxy on the IdP's cross-site POST of the next login.
@@ -403,7 +405,7 @@ class OrcidConnect(ResponseMicroService):
                        + timedelta(seconds=self.config.connect.pending_ttl_seconds)).strftime("%Y-%m-%d %H:%M")
         return self._page(pages.translated(template, self.config.interstitial.templates_dir, record.lang,
                                            site=self.site, user=record.user, orcid_name=result.name,
-                                           orcid_uri=result.orcid.uri, expires=expires), headers=[cookie])
+                                           orcid_uri=result.orcid.uri, expires=expires), headers=[cookie, *extra])
 
     def _confirm(self, context: Context, reference: str) -> Any:
         params = self._params(context)

@@ -91,6 +91,8 @@ ERRORS: dict[str, str] = {
 # Pages reached from ORCID's Institutional Connect: no service to go back to.
 ORCID_SIDE = frozenset({"connect_declined", "connect_invalid", "connect_rejected", "connect_failed",
                         "connect_throttled"})
+# Nothing went wrong: the step was done before (a reload); the page says so and what else to do.
+DONE = frozenset({"already_connected"})
 # A failed connect verification with a clearer text of its own ("error.<code>.body").
 _BY_CODE = frozenset({"connect_mismatch", "link_conflict"})
 
@@ -114,7 +116,7 @@ def error(key: str, override_dir: str | None, *, reference: str, lang: str, code
     body = t(f"error.{code}.body", institution=institution) if code in _BY_CODE else t(f"error.{key}.body")
     return translated("error.html", override_dir, lang, site=site, title=t(f"error.{key}.title"), message=body,
                       reference=reference, service=service, service_url=service_url, orcid_uri=orcid_uri,
-                      orcid_side=key in ORCID_SIDE), ERRORS[key]
+                      orcid_side=key in ORCID_SIDE, done=key in DONE), ERRORS[key]
 
 
 def service_name(names: Mapping[str, str], requester: str | None, metadata_name: str | None) -> str | None:

@@ -90,6 +90,8 @@ def test_reloading_the_callback_after_the_link_says_the_id_is_connected(
     assert soup.html["lang"] == lang and soup.h1.get_text(strip=True) == title
     assert soup.find(id="orcid-uri").get_text() == JOSIAH
     assert soup.find(id="service-link").get_text() == "Demo Research Portal"
+    assert soup.find(id="next-step").get_text().strip().endswith("Demo Research Portal" + (
+        " wechseln." if lang == "de" else "."))
     # and nothing was exchanged twice (a reused code makes ORCID revoke the tokens)
     assert len([r for r in orcid_emulator.requests if r.path == "/oauth/token"]) == 1
 
