@@ -112,3 +112,9 @@ def test_page_settings_are_parsed_and_checked():
                        ("service_urls", {"x": "nope"})):
         with pytest.raises(ConfigError, match=f"interstitial.{key}"):
             parse_config(_config(**{key: value}))
+
+
+def test_the_already_connected_page_is_no_error_and_asks_for_no_help_desk():
+    html, status = pages.error("already_connected", None, reference="r", lang="en", orcid_uri=JOSIAH)
+    assert status == "200 OK" and soup(html).find(id="reference") is None
+    assert soup(html).find(id="next-step").get_text(strip=True) == "You can close this tab."
