@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# axe-core (MPL-2.0), the accessibility checker the browser tests inject into every page:
+# fetched from the npm registry at set-up into var/ (never committed), checked against its hash.
+AXE_VERSION := 4.11.1
+AXE_SHA256 := 5b86f813d96904f2d925fed5715877c75fc1cc140f89565fb42145e7801b2305
+AXE := var/axe-core-$(AXE_VERSION)/axe.min.js
 
 .PHONY: setup system-deps browser-deps interop-deps test demo demo-once bench clean
 
@@ -28,7 +33,7 @@ system-deps:
 # virtualenv drives Debian's chromium package. Never `playwright install`: no browser download.
 # Without root the missing package is named and the tests skip (SATOSA_ORCID_REQUIRE_BROWSER=1,
 # set by .ci/run, makes them fail instead).
-browser-deps: $(VENV)/.installed
+browser-deps: $(VENV)/.installed $(AXE)
 	@$(BIN)/python -c 'import playwright.sync_api' 2>/dev/null || $(BIN)/pip install -q 'playwright>=1.40'
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -36,6 +41,17 @@ browser-deps: $(VENV)/.installed
 	  else \
 	    echo "chromium is missing: install it with 'sudo apt-get install chromium' to run the browser tests" >&2; \
 	  fi; }
+
+$(AXE):
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm is missing: install it (apt-get install npm) to fetch axe-core for the browser tests" >&2; \
+	else \
+	  set -e; rm -rf var/axe-download && mkdir -p var/axe-download $(@D); \
+	  (cd var/axe-download && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null); \
+	  echo "$(AXE_SHA256)  var/axe-download/axe-core-$(AXE_VERSION).tgz" | sha256sum -c --quiet; \
+	  tar -xzf var/axe-download/axe-core-$(AXE_VERSION).tgz -C $(@D) --strip-components=1 package/axe.min.js package/LICENSE; \
+	  rm -rf var/axe-download; \
+	fi
 
 # The foreign clients of tests/interop: python3-saml and Authlib come with the dev extra
 # (python3-saml's xmlsec is a manylinux wheel; where pip has to build it from source it needs

@@ -152,12 +152,24 @@ class DeclineSettings:
     not_now_seconds: int = 30 * 86400
 
 
+DEFAULT_INSTITUTION = "Your institution"  # shown translated ("Ihre Einrichtung", ...) when not configured
+
+
 @dataclass(frozen=True)
 class InterstitialSettings:
+    """The researcher's pages: the interstitial and every other page of the plugin.
+
+    ``logo_url`` (https, or a ``data:image/`` URI) is shown in the page header with the
+    institution's name as its text alternative; ``privacy_url`` and ``help_url`` become footer
+    links; ``service_urls`` maps requester ids to the page the error pages link back to."""
     enabled: bool = True
-    institution: str = "Your institution"
+    institution: str = DEFAULT_INSTITUTION
     templates_dir: str | None = None
     service_names: Mapping[str, str] = field(default_factory=dict)
+    service_urls: Mapping[str, str] = field(default_factory=dict)
+    logo_url: str | None = None
+    privacy_url: str | None = None
+    help_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -504,18 +516,34 @@ def _parse_interstitial(root: _Section) -> InterstitialSettings:
     raw = root.data.get("interstitial")
     if isinstance(raw, bool):
         return InterstitialSettings(enabled=raw)
-    s = root.section("interstitial", {"enabled", "institution", "templates_dir", "service_names"})
+    s = root.section("interstitial", {"enabled", "institution", "templates_dir", "service_names", "service_urls",
+                                      "logo_url", "privacy_url", "help_url"})
     names = s.data.get("service_names") or {}
     if not isinstance(names, Mapping) or not all(isinstance(v, str) for v in names.values()):
         raise ConfigError(s.key("service_names"), "must map requester ids to display names")
+    urls = s.data.get("service_urls") or {}
+    if not isinstance(urls, Mapping) or not all(isinstance(v, str) for v in urls.values()):
+        raise ConfigError(s.key("service_urls"), "must map requester ids to URLs")
+    for url in urls.values():
+        _check_url(s, "service_urls", url, https_only=False)  # kept as written: a trailing / may matter
+    logo = s.str("logo_url")
+    if logo and not logo.startswith("data:image/"):
+        _check_url(s, "logo_url", logo, https_only=True)
+    links = {key: s.str(key) for key in ("privacy_url", "help_url")}
+    for key, url in links.items():
+        if url:
+            _check_url(s, key, url, https_only=False)
     templates_dir = s.str("templates_dir")
     if templates_dir and not __import__("os").path.isdir(templates_dir):
         raise ConfigError(s.key("templates_dir"), "is not a directory")
     return InterstitialSettings(
         enabled=s.bool("enabled", True),
-        institution=s.str("institution", "Your institution"),
+        institution=s.str("institution", DEFAULT_INSTITUTION),
         templates_dir=templates_dir,
         service_names={str(k): v for k, v in names.items()},
+        service_urls={str(k): v for k, v in urls.items()},
+        logo_url=logo,
+        **links,
     )
 
 

@@ -3,6 +3,9 @@
 What is counted (all names start with ``satosa_orcid_``)::
 
     hops_started_total{kind}                 interstitial shown / browser sent to ORCID
+    hops_returned_total{answer}              the browser came back from ORCID with this hop's state:
+                                             code | access_denied | error ("Connect" is a link to
+                                             ORCID the proxy never sees, so it is counted here)
     hops_completed_total{kind}               linked_now | pending_confirmed
     hops_denied_total{choice}                not_now | never | cancel (the researcher said no)
     hops_failed_total{reason}                the error code (orcid_unavailable, invalid_id_token, ...)
@@ -48,6 +51,9 @@ _MAX_LABEL = 48
 
 HOPS_STARTED = Counter("satosa_orcid_hops_started_total", "ORCID hops started (interstitial shown or redirect to ORCID)",
                        ["kind"])
+HOPS_RETURNED = Counter("satosa_orcid_hops_returned_total",
+                        "Hops whose browser came back from ORCID (the callback, state verified), by answer",
+                        ["answer"])
 HOPS_COMPLETED = Counter("satosa_orcid_hops_completed_total", "Hops that ended with a verified, stored ORCID iD",
                          ["kind"])
 HOPS_DENIED = Counter("satosa_orcid_hops_denied_total", "Hops the researcher declined", ["choice"])
@@ -76,7 +82,7 @@ def _label(value: Any) -> str:
 def record(event: str, value: str) -> None:
     """Count one event of the micro-service. Never raises (metrics must not break a login).
 
-    ``hop_started`` (kind), ``outcome`` (the outcome of ``_continue``), ``denied`` (choice),
+    ``hop_started`` (kind), ``hop_returned`` (answer), ``outcome`` (the outcome of ``_continue``), ``denied`` (choice),
     ``failed`` (error code).
     """
     try:
@@ -89,6 +95,8 @@ def record(event: str, value: str) -> None:
                 FAST_PATH.labels(reason=v).inc()
         elif event == "hop_started":
             HOPS_STARTED.labels(kind=v).inc()
+        elif event == "hop_returned":
+            HOPS_RETURNED.labels(answer=v).inc()
         elif event == "denied":
             HOPS_DENIED.labels(choice=v).inc()
         elif event == "failed":

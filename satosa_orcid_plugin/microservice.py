@@ -6,20 +6,23 @@ Register ``<BASE>/orcid/callback`` and ``<BASE>/orcid/connect`` as redirect URIs
 
 * ``GET  orcid/callback``  ORCID's answer to our state-protected authorize
 * ``GET  orcid/connect``   ORCID's state-less Institutional Connect redirect
-* ``POST orcid/choice``    the interstitial's buttons
+* ``POST orcid/choice``    the interstitial's "Not now" / "Don't ask again" / "Cancel" (its "Connect"
+  is a link straight to ORCID's authorize URL, made when the page is rendered)
 * ``POST orcid/confirm``   the confirmation of a pending Institutional Connect link
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import satosa.logging_util as lu
+from satosa.base import STATE_KEY as SATOSA_STATE_KEY  # {"requester": ...}, kept for the whole login
 from satosa.context import Context
 from satosa.exception import SATOSAAuthenticationError
 from satosa.internal import InternalData
@@ -43,6 +46,11 @@ log = logging.getLogger(__name__)
 HINT_STATE_KEY = "ORCID_HINT"  # written by OrcidRequestHint, read by OrcidConnect
 
 
+def _state_tag(state: str) -> str:
+    """Names a hop in the "done" cookie without carrying its OAuth state."""
+    return hashlib.sha256(b"hop done|" + state.encode()).hexdigest()[:32]
+
+
 class OrcidRequestHint(RequestMicroService):
     """Remember whether the SP's request (SAML RequestedAttribute, OIDC scope/claims) asked
     for the ORCID attribute, so OrcidConnect treats that SP as ``ask`` without per-SP config.
@@ -61,9 +69,31 @@ class OrcidRequestHint(RequestMicroService):
         hint: dict[str, Any] = {"requested": bool(requested)}
         name = pages.display_name(data.requester_name)
         if name:
-            hint["name"] = name[:80]  # for the interstitial; the response side has no requester name
+            hint["name"] = name[:80]  # for the pages; the response side has no requester name
+        url = self._service_site(context)
+        if url and len(url) <= 200:
+            hint["url"] = url  # where an error page sends the researcher back to
         context.state[HINT_STATE_KEY] = hint
         return super().process(context, data)
+
+    @staticmethod
+    def _service_site(context: Context) -> str | None:
+        """The service's own site (``https://host/``), from what the frontend keeps for its
+        answer: the SAML AssertionConsumerService (``resp_args.destination``, SATOSA's
+        ``frontends/saml2.py``) or the OIDC ``redirect_uri`` (``oidc_request``,
+        ``frontends/openid_connect.py``)."""
+        try:
+            kept = context.state.get(context.target_frontend) if context.state is not None else None
+            if not isinstance(kept, dict):
+                return None
+            args = kept.get("resp_args")
+            if isinstance(args, dict) and isinstance(args.get("destination"), str):
+                return pages.site_of(args["destination"])
+            if isinstance(kept.get("oidc_request"), str):
+                return pages.site_of((parse_qs(kept["oidc_request"]).get("redirect_uri") or [None])[0])
+        except Exception:  # a frontend this does not know: no link back, never a broken login
+            return None
+        return None
 
 
 def register_oidc_claim_type(claim: str, kind: str) -> None:
@@ -130,9 +160,12 @@ class OrcidConnect(ResponseMicroService):
         prefix = "__Host-" if self.secure else ""
         self.marker_cookie = f"{prefix}{self.name}_signin"
         self.pending_cookie = f"{prefix}{self.name}_pending"
+        self.done_cookie = f"{prefix}{self.name}_done"
         self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
+        self.done_sealer = CookieSealer(self.config.store.token_keys, "hop done")
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.base_url))
-        self.headers = pages.headers(form_targets=(self.config.orcid.base_url,))
+        self.site = pages.Site.of(self.config.interstitial)
+        self.headers = pages.headers(form_targets=(self.config.orcid.base_url,), logo_url=self.site.logo_url)
         warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
 
     def register_endpoints(self) -> list[tuple[str, Any]]:
@@ -180,10 +213,13 @@ class OrcidConnect(ResponseMicroService):
             return Redirect(self._hop_url(record, data))
         self._log(context, logging.INFO, "not linked: showing the ORCID interstitial")
         cfg = self.config.interstitial
+        # "Connect" is a link to ORCID's authorize URL, made now (the state and nonce are saved
+        # above): pressing it costs the proxy nothing, no request and no state cookie to encode.
         return self._page(pages.translated(
-            "interstitial.html", cfg.templates_dir, record.lang, institution=cfg.institution, state=record.form,
+            "interstitial.html", cfg.templates_dir, record.lang, site=self.site, state=record.form,
             service=pages.service_name(cfg.service_names, data.requester, hint.get("name")),
-            required=decision.required, user=user_key, action=f"{self.endpoint_base}/choice"))
+            required=decision.required, user=user_key, action=f"{self.endpoint_base}/choice",
+            connect_url=self._hop_url(record, data)))
 
     def _orcid_signin(self, context: Context, data: InternalData, user_key: str | None) -> Any:
         """The user is signing in to ORCID itself: no hop, but remember (sealed, short-lived)
@@ -207,7 +243,7 @@ class OrcidConnect(ResponseMicroService):
                             mode=decision.mode, form=token)
         started = pending.created_at.strftime("%Y-%m-%d %H:%M UTC") if pending.created_at else None
         return self._page(pages.translated("confirm.html", self.config.interstitial.templates_dir, record.lang,
-                                           user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
+                                           site=self.site, user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
                                            orcid_name=pending.name, started=started,
                                            action=f"{self.endpoint_base}/confirm"))
 
@@ -218,6 +254,10 @@ class OrcidConnect(ResponseMicroService):
         data = self._login(record)
         if record is None or (data is None and record.kind is FlowKind.HOP):
             flow.forget(context.state, self.name)
+            done = self._done(context, params)
+            if done is not None:  # this browser's hop already finished: a reload, or the back button
+                self._log(context, logging.INFO, f"ORCID callback of a finished hop seen again (ref {reference})")
+                return self._already_connected(context, reference, done)
             self._log(context, logging.WARNING, f"ORCID callback without a sign-in in progress (ref {reference})")
             return self._error_page(context, reference, "callback_expired")
         if record.kind is FlowKind.HOP and not any(flow.param(params, k) for k in ("state", "code", "error")):
@@ -228,6 +268,11 @@ class OrcidConnect(ResponseMicroService):
             self._log(context, logging.WARNING, f"ORCID callback with a wrong state refused (ref {reference})")
             return self._error_page(context, reference, "wrong_state" if record.kind is FlowKind.HOP else "connect_failed")
         flow.forget(context.state, self.name)  # one shot from here on
+        if record.kind is FlowKind.HOP:
+            # The browser went to ORCID and came back: counted here, because "Connect" is a link
+            # the proxy never sees (hops_started counts the interstitials shown).
+            error = flow.param(params, "error")
+            self._metric("hop_returned", "access_denied" if error == "access_denied" else "error" if error else "code")
         if record.kind is FlowKind.CONNECT:
             return self._connect_verified(context, record, params, reference)
         try:
@@ -238,6 +283,9 @@ class OrcidConnect(ResponseMicroService):
             return self._declined(context, data, record, "not_now")
         except CallbackReplayed:
             self._log(context, logging.WARNING, f"replayed ORCID callback refused (ref {reference})")
+            done = self._done(context, params)
+            if done is not None:
+                return self._already_connected(context, reference, done)
             return self._error_page(context, reference, "replayed")
         except LinkConflict as exc:
             self._log(context, logging.WARNING, "ORCID iD already linked to another user")
@@ -245,7 +293,34 @@ class OrcidConnect(ResponseMicroService):
         except OrcidPluginError as exc:
             return self._after_error(context, data, record, exc, reference)
         self._log(context, logging.INFO, "ORCID iD linked")
-        return self._continue(context, data, link.orcid, outcome="linked_now")
+        service = self._service(context, data.requester)
+        response = self._continue(context, data, link.orcid, outcome="linked_now")
+        if hasattr(response, "headers"):
+            response.headers.append(self._done_cookie(record.state, link.orcid, service))
+        return response
+
+    # --- a finished hop's callback, seen again --------------------------------------------
+    def _done_cookie(self, state: str, orcid: OrcidId, service: tuple[str | None, str | None]) -> tuple[str, str]:
+        """A small sealed note that this browser's hop (named by a hash of its state) linked
+        ``orcid``: a reload of the callback, or the back button, then says the iD is connected
+        instead of "not connected" (SATOSA has dropped the login's state by then)."""
+        note = {"s": _state_tag(state), "o": orcid.uri, "n": service[0], "u": service[1]}
+        return set_cookie(self.done_cookie, self.done_sealer.seal({k: v for k, v in note.items() if v}), path="/",
+                          max_age=self.config.flow_ttl_seconds, secure=self.secure)
+
+    def _done(self, context: Context, params: dict[str, Any]) -> dict[str, Any] | None:
+        """This browser's note of a finished hop, when the callback carries that hop's state."""
+        state = flow.param(params, "state")
+        note = self.done_sealer.open(read_cookie(getattr(context, "cookie", None), self.done_cookie),
+                                     ttl=self.config.flow_ttl_seconds)
+        if not state or not note or not isinstance(note.get("s"), str) or not isinstance(note.get("o"), str):
+            return None
+        return note if secrets.compare_digest(note["s"], _state_tag(state)) else None
+
+    def _already_connected(self, context: Context, reference: str, note: dict[str, Any]) -> Response:
+        name, url = note.get("n"), note.get("u")
+        return self._error_page(context, reference, "already_connected", orcid_uri=note["o"],
+                                service=(name if isinstance(name, str) else None, url if isinstance(url, str) else None))
 
     def _refused(self, context: Context, record: FlowRecord, reference: str) -> Any:
         """ORCID answers ``invalid_scope`` and ``unsupported_response_type`` in the URL fragment,
@@ -257,9 +332,9 @@ class OrcidConnect(ResponseMicroService):
                   "request (invalid_scope or unsupported_response_type, in the URL fragment); check orcid.scopes "
                   f"against the client's registration at ORCID (ref {reference})")
         self._metric("failed", "orcid_refused")
-        return self._page(pages.render("refused.html", self.config.interstitial.templates_dir, reference=reference,
-                                       lang=record.lang or "en", institution=self.config.interstitial.institution,
-                                       state=record.form, action=f"{self.endpoint_base}/choice"), "400 Bad Request")
+        return self._page(pages.translated("refused.html", self.config.interstitial.templates_dir, record.lang,
+                                           site=self.site, reference=reference, state=record.form,
+                                           action=f"{self.endpoint_base}/choice"), "400 Bad Request")
 
     def _code(self, record: FlowRecord, params: dict[str, Any]) -> str:
         """The callback's code (state first, then error, then code); each callback once."""
@@ -277,7 +352,9 @@ class OrcidConnect(ResponseMicroService):
             return self._error_page(context, reference, "expired")
         choice = flow.param(params, "choice")
         if choice == "connect":
-            self._log(context, logging.INFO, "interstitial: connect; sending the researcher to ORCID")
+            # The shipped page links to ORCID directly; an interstitial.html overridden from an
+            # older release may still post "connect": it works as before (one more round trip).
+            self._log(context, logging.INFO, "interstitial: connect posted; sending the researcher to ORCID")
             return Redirect(self._hop_url(record, data))
         flow.forget(context.state, self.name)
         if choice == "skip":  # the page after ORCID refused the request
@@ -355,9 +432,11 @@ class OrcidConnect(ResponseMicroService):
                 return self._error_page(context, reference, "connect_declined")
             self._log(context, logging.WARNING, f"connect verification failed: {exc.code} (ref {reference})")
             return self._error_page(context, reference, "connect_failed", code=exc.code, headers=[self._clear_marker()])
+        extra = []
         if result.link is not None:
             self._log(context, logging.INFO, "Institutional Connect: ORCID iD linked")
-            template, cookie = "connected.html", self._clear_marker()
+            template, cookie, expires = "connected.html", self._clear_marker(), None
+            extra.append(self._done_cookie(record.state, result.orcid, (None, None)))  # a reload: "already connected"
         else:
             self._log(context, logging.INFO, "Institutional Connect: verified, pending the next institutional login")
             # SameSite=None: it must reach the proxy on the IdP's cross-site POST of the next login.
@@ -365,9 +444,11 @@ class OrcidConnect(ResponseMicroService):
             # does not inherit it); the pending link itself expires after connect.pending_ttl.
             template, cookie = "pending.html", set_cookie(self.pending_cookie, record.pending, path="/", samesite="None",
                                                           max_age=None, secure=self.secure)
-        return self._page(pages.translated(template, self.config.interstitial.templates_dir, record.lang or "en",
-                                           institution=self.config.interstitial.institution, user=record.user,
-                                           orcid_name=result.name, orcid_uri=result.orcid.uri), headers=[cookie])
+            expires = (datetime.now(timezone.utc)
+                       + timedelta(seconds=self.config.connect.pending_ttl_seconds)).strftime("%Y-%m-%d %H:%M")
+        return self._page(pages.translated(template, self.config.interstitial.templates_dir, record.lang,
+                                           site=self.site, user=record.user, orcid_name=result.name,
+                                           orcid_uri=result.orcid.uri, expires=expires), headers=[cookie, *extra])
 
     def _confirm(self, context: Context, reference: str) -> Any:
         params = self._params(context)
@@ -503,10 +584,31 @@ class OrcidConnect(ResponseMicroService):
         return Response(body, status=status, headers=self.headers + (headers or []), content="text/html; charset=utf-8")
 
     def _error_page(self, context: Context, reference: str, key: str, *, code: str | None = None,
-                    headers: list | None = None) -> Response:
+                    headers: list | None = None, orcid_uri: str | None = None,
+                    service: tuple[str | None, str | None] | None = None) -> Response:
+        """An error page in the browser's language, naming the service of the login in
+        progress (and linking to it) when this browser's state says which one it is."""
+        if service is None:
+            service = (None, None) if key in pages.ORCID_SIDE else self._service(context)
         body, status = pages.error(key, self.config.interstitial.templates_dir, reference=reference,
-                                   lang=self._lang(context), code=code, institution=self.config.interstitial.institution)
+                                   lang=self._lang(context), code=code, site=self.site, service=service[0],
+                                   service_url=service[1], orcid_uri=orcid_uri)
         return self._page(body, status, headers)
+
+    def _service(self, context: Context, requester: str | None = None) -> tuple[str | None, str | None]:
+        """The name and the address of the service this browser is signing in to, when known:
+        the requester SATOSA keeps for the whole login (``SATOSA_BASE``), named by
+        ``interstitial.service_names`` or the SP's metadata (noted by ``orcid_hint``)."""
+        state = context.state if context.state is not None else {}
+        hint = state.get(HINT_STATE_KEY) if isinstance(state.get(HINT_STATE_KEY), dict) else {}
+        if requester is None:
+            base = state.get(SATOSA_STATE_KEY)
+            requester = base.get("requester") if isinstance(base, dict) and isinstance(base.get("requester"), str) else None
+        if requester is None and not hint.get("name"):
+            return None, None
+        cfg = self.config.interstitial
+        return (pages.service_name(cfg.service_names, requester, hint.get("name")),
+                pages.service_url(cfg.service_urls, requester, hint.get("url")))
 
     @staticmethod
     def _metric(event: str, value: str) -> None:

@@ -322,7 +322,7 @@ class PageWalker:
     def step(self, r):
         """The response after acting on ``r``'s page, or None when there is nothing to do."""
         from .demo_idp import DEMO_PASSWORD
-        from .scripted_browser import BrowserError, find_form, has_button, parse_forms
+        from .scripted_browser import BrowserError, find_form, has_button, link_with_id, parse_forms
 
         layout, b = self.layout, self.browser
         forms = parse_forms(r.text, r.url)
@@ -344,6 +344,10 @@ class PageWalker:
                 return orcid_sign_in(b, r, orcid_id=self.orcid_id)
             return None
         plugin = f"{layout.proxy_base}/{ORCID_MS_NAME}/"
+        connect = link_with_id(r.text, "connect-orcid", r.url) if self.interstitial_choice == "connect" else None
+        if connect is not None and r.url.startswith(layout.proxy_base):
+            self.log("- proxy interstitial: follow 'Connect your ORCID iD' (a link straight to ORCID)")
+            return b.get(connect)
         for value, what in ((self.interstitial_choice, "interstitial"), ("yes", "confirm the pending link")):
             try:
                 form = find_form(r.text, r.url, button_value=value, action=plugin)

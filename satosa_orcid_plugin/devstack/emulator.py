@@ -96,7 +96,7 @@ class ClientRegistration:
     client_secret: str
     redirect_uris: list[str]
     member: bool = True
-    name: str = "Demo Institution"
+    name: str = "Demo University"
     connect_redirect_uri: str | None = None  # the "institutional-sign-in" redirect URI (§6.2)
 
     def accepts_redirect(self, uri: str) -> bool:

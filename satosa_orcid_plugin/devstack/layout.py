@@ -67,6 +67,7 @@ DEMO_OIDC_CLIENT_ID = "demo-rp"
 FRONTEND_NAME = "Saml2IDP"
 BACKEND_NAME = "Saml2"
 ORCID_MS_NAME = "orcid"
+DEMO_INSTITUTION = "Demo University"  # one name everywhere: interstitial, IdP, ORCID consent and institution link
 
 SAML2_BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 SAML2_BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
@@ -357,7 +358,7 @@ class DemoLayout:
                 "client_secret": self.orcid_client_secret,
                 "redirect_uris": [self.orcid_callback_url],
                 "member": True,
-                "name": "satosa-orcid demo university",
+                "name": DEMO_INSTITUTION,
                 "connect_redirect_uri": self.orcid_connect_url,
             }
         ]

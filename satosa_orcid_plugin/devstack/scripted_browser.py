@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 import requests
 
 __all__ = ["Button", "Form", "parse_forms", "find_form", "has_button", "ScriptedBrowser", "BrowserError",
-           "Element", "parse_html"]
+           "Element", "parse_html", "link_with_id"]
 
 
 # --- a small DOM over the standard library's html.parser -------------------------------
@@ -259,6 +259,18 @@ def find_form(page: str, base_url: str, *, button: str | None = None, form_id: s
                 ("action", action))
     wanted = ", ".join(f"{k}={v!r}" for k, v in criteria if v)
     raise BrowserError(f"no form with {wanted or 'anything'} on {base_url} (found {len(forms)} forms)")
+
+
+def link_with_id(page: str, element_id: str, base_url: str = "") -> str | None:
+    """The absolute ``href`` of the ``<a id=element_id>`` of ``page`` (standard library only),
+    e.g. the interstitial's "Connect your ORCID iD" link (``connect-orcid``).
+
+    >>> link_with_id('<a id="connect-orcid" href="/o?a=1&amp;b=2">Go</a>', "connect-orcid", "https://h/p")
+    'https://h/o?a=1&b=2'
+    """
+    link = parse_html(page).find("a", id=element_id)
+    href = link.get("href") if link is not None else None
+    return urljoin(base_url, href) if href else None
 
 
 def has_button(response: requests.Response, text: str | None = None, *, value: str | None = None) -> bool:

@@ -87,7 +87,7 @@ def test_demo_once_institutional_connect_journey(tmp_path):
     assert json.loads(done.stdout)["attributes"]["eduPersonOrcid"] == ["https://orcid.org/0000-0002-1825-0097"]
     err = done.stderr
     assert f"POST http://127.0.0.1:{base + 1}/Shibboleth.sso/SAML2/POST -> 200" in err  # SAML through the proxy
-    assert "'Your ORCID iD is connected'" in err  # bound at once: the marker named the user
+    assert "'Your ORCID iD is connected · Demo University'" in err  # bound at once: the marker named the user
     assert "confirm the pending link" not in err
     login = err[err.index("Login at the demo SP"):]
     assert f"127.0.0.1:{base + 1}" not in login  # the login after it never visits ORCID

@@ -24,7 +24,8 @@ Fixtures
     sp_receive        sp_receive(response, sp) -> ReleasedAttributes
     form_fields       form_fields(html) -> (action, {name: value}) of the first form
     pass_interstitial pass_interstitial(client, response, choice="connect") -> TestResponse: presses
-                      a button of the plugin's interstitial page if ``response`` is one
+                      a button of the plugin's interstitial page if ``response`` is one (for
+                      "connect", a link: returns ORCID's authorize URL)
     orcid_consent     orcid_consent(authorize_url, action="Authorize access") -> callback URL
     follow_callback   follow_callback(client, url) -> TestResponse of the proxy (absolute URL ok)
 
@@ -277,13 +278,27 @@ def orcid_consent(demo_layout: DemoLayout, orcid_emulator):
     return orcid_consent
 
 
+def connect_link(page: str) -> str:
+    """The interstitial's "Connect your ORCID iD": a link straight to ORCID's authorize URL
+    (state and nonce made with the page), so following it costs the proxy no request."""
+    from satosa_orcid_plugin.devstack.scripted_browser import link_with_id
+
+    url = link_with_id(page, "connect-orcid")
+    if url is None:
+        raise AssertionError(f"no 'Connect your ORCID iD' link in page: {page[:500]!r}")
+    return url
+
+
 def pass_interstitial_via(client, response, proxy_base: str, choice: str = "connect"):
     """If ``response`` is the plugin's interstitial page, press the button sending ``choice``
-    (connect | not_now | never | cancel) and return the proxy's answer; else return ``response``."""
+    (not_now | never | cancel) and return the proxy's answer; else return ``response``.
+    ``connect`` is a link, not a button: the answer is ORCID's authorize URL (a str)."""
     from satosa_orcid_plugin.devstack.scripted_browser import parse_forms
 
     if response.status_code != 200:
         return response
+    if choice == "connect":
+        return connect_link(response.get_data(as_text=True))
     for form in parse_forms(response.get_data(as_text=True), f"{proxy_base}/"):
         button = form.button_with_value(choice)
         if button is not None and form.action.startswith(f"{proxy_base}/orcid/"):

@@ -207,3 +207,21 @@ def test_an_abandoned_pending_link_is_revoked_when_it_expires(
     # the next connect (anyone's) reaps it: the abandoned token is revoked at ORCID
     client.get(path_and_query(connect_link(orcid=SOFIA)))
     assert orcid_emulator.tokens(orcid=JOSIAH) == []
+
+
+def test_reloading_the_connected_page_says_the_id_is_connected(
+    orcid_signin_app, demo_sp, start_login, idp_respond, sp_receive, connect_link, orcid_consent,
+):
+    """The connected page is the callback's answer: a reload (or the back button) presents the
+    callback again, and must not say the iD was not connected."""
+    client = orcid_signin_app
+    start_login(client, demo_sp)
+    sp_receive(idp_respond(client, "alice"), demo_sp)  # the institutional sign-in to "ORCID": the marker
+    answer = client.get(path_and_query(connect_link()))
+    callback = orcid_consent(answer.headers["Location"], orcid_id=JOSIAH)
+    assert "connected" in page_of(client.get(path_and_query(callback))).h1.get_text()
+    again = client.get(path_and_query(callback), headers={"Accept-Language": "es"})
+    page = page_of(again)
+    assert again.status_code == 200 and page.h1.get_text(strip=True) == "Su iD de ORCID ya está conectado"
+    assert page.find(id="orcid-uri").get_text() == f"https://orcid.org/{JOSIAH}"
+    assert page.find(id="next-step").get_text(strip=True) == "Puede cerrar esta pestaña."

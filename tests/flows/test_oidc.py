@@ -6,7 +6,7 @@ import json
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from flowkit import html_form_fields, path_and_query
+from flowkit import connect_link, html_form_fields, path_and_query
 
 JOSIAH = "https://orcid.org/0000-0002-1825-0097"
 
@@ -54,8 +54,7 @@ def test_oidc_rp_receives_eduperson_orcid_after_the_hop(
     satosa_app, oidc, demo_layout, idp_respond, orcid_consent, follow_callback,
 ):
     page = rp_login(satosa_app, oidc, demo_layout, idp_respond)
-    action, fields = html_form_fields(page.get_data(as_text=True))
-    authorize = satosa_app.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
+    authorize = connect_link(page.get_data(as_text=True))
     tokens, userinfo = rp_finish(satosa_app, oidc, demo_layout, follow_callback(satosa_app, orcid_consent(authorize)))
     assert userinfo["eduperson_orcid"] == JOSIAH  # a JSON string (oidc_claim_type: string, the default)
     assert _claims(tokens["id_token"])["nonce"] == "rp-nonce"
@@ -69,8 +68,7 @@ def test_oidc_rp_that_did_not_ask_for_the_scope_does_not_get_the_claim(
     satosa_app, oidc, demo_layout, idp_respond, orcid_consent, follow_callback,
 ):
     page = rp_login(satosa_app, oidc, demo_layout, idp_respond)
-    action, fields = html_form_fields(page.get_data(as_text=True))
-    authorize = satosa_app.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
+    authorize = connect_link(page.get_data(as_text=True))
     follow_callback(satosa_app, orcid_consent(authorize))
     tokens, userinfo = rp_finish(satosa_app, oidc, demo_layout,
                                  rp_login(satosa_app, oidc, demo_layout, idp_respond, scope="openid"))

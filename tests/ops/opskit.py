@@ -152,11 +152,15 @@ def interstitial(deployment: Deployment, client: Any, user: str = "alice") -> tu
 
 
 def hop(deployment: Deployment, client: Any, user: str = "alice") -> str:
-    """Run a login to the interstitial, press 'connect', return the ORCID authorize URL."""
-    action, fields = interstitial(deployment, client, user)
-    answer = client.post(path_and_query(action), data={**fields, "choice": "connect"})
-    assert answer.status_code == 302, (answer.status, answer.get_data(as_text=True)[:300])
-    return answer.headers["Location"]
+    """Run a login to the interstitial, follow its 'Connect' link: the ORCID authorize URL."""
+    from satosa_orcid_plugin.devstack.scripted_browser import link_with_id
+
+    request = start_login_via(client, deployment.sp)
+    response = idp_respond_via(client, deployment.idp, request, user)
+    assert response.status_code == 200, response.status
+    url = link_with_id(response.get_data(as_text=True), "connect-orcid")
+    assert url, response.get_data(as_text=True)[:300]
+    return url
 
 
 @contextlib.contextmanager

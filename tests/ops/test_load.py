@@ -29,6 +29,8 @@ import pytest
 import requests
 from opskit import OPS_REPORT, html_form_fields, orcid_consent
 
+from satosa_orcid_plugin.devstack.scripted_browser import link_with_id
+
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 USERS = int(os.environ.get("SATOSA_ORCID_LOAD_USERS", "32"))
@@ -155,10 +157,9 @@ def one_login(layout, user: str, orcid: str) -> tuple[str, float]:
                                       sigalg=q.get("SigAlg"), signature=q.get("Signature"))
     r = s.post(destination, data=fields, **tls)
     assert r.status_code == 200 and "choice" in r.text, (r.status_code, r.text[:300])
-    action, form = html_form_fields(r.text)
-    r = s.post(action, data={**form, "choice": "connect"}, **tls)
-    assert r.status_code == 302, (r.status_code, r.text[:300])
-    callback = orcid_consent(layout, r.headers["Location"], orcid_id=orcid)
+    authorize = link_with_id(r.text, "connect-orcid")  # "Connect" is a link straight to ORCID
+    assert authorize, r.text[:300]
+    callback = orcid_consent(layout, authorize, orcid_id=orcid)
     r = s.get(callback, **tls)
     assert r.status_code == 200, (r.status_code, r.text[:300])
     action, form = html_form_fields(r.text)
