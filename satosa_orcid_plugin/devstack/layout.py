@@ -31,6 +31,8 @@ from cryptography.fernet import Fernet
 
 from .pki import DemoPki, generate_demo_pki
 
+#: the scope of the demo IdP's scoped attributes (published as shibmd:Scope in its metadata)
+DEMO_SCOPE = "demo.example.org"
 #: friendly names of the attributes the demo IdP (demo_idp.py) releases
 DEMO_ATTRIBUTE_NAMES: tuple[str, ...] = (
     "eduPersonPrincipalName",
@@ -476,6 +478,9 @@ class DemoLayout:
                         ]
                     },
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
+                    # shibmd:Scope in the IdP's metadata: the scope of its users' ePPN and
+                    # eduPersonUniqueId, which the plugin's scope check (scope_check) requires.
+                    "scope": [DEMO_SCOPE],
                     "signing_algorithm": SIG_RSA_SHA256,
                     "digest_algorithm": DIGEST_SHA256,
                     # The proxy's backend signs its AuthnRequests; insist on it.

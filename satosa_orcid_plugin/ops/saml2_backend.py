@@ -37,6 +37,8 @@ from typing import Any
 
 from satosa.backends.saml2 import SAMLBackend as _SATOSASAMLBackend
 
+from . import idp_metadata
+
 __all__ = ["SAMLBackend", "StateBoundRequestIds", "STATE_FIELD"]
 
 STATE_FIELD = "in_response_to"  # in context.state[<backend name>], beside SATOSA's "relay_state"
@@ -103,6 +105,9 @@ class SAMLBackend(_SATOSASAMLBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outstanding_queries = StateBoundRequestIds()
+        # The plugin's scope check and single-IdP upgrade read this backend's metadata
+        # (see idp_metadata); nothing else changes.
+        idp_metadata.register(self.base_url, self.name, self.sp.metadata)
 
     def authn_request(self, context: Any, entity_id: str) -> Any:
         # SATOSA records the id before it replaces context.state[self.name] with
@@ -118,5 +123,5 @@ class SAMLBackend(_SATOSASAMLBackend):
         if not isinstance(backend_state, dict):
             # SATOSA answers a missing state itself (SATOSAMissingStateError)
             return super().authn_response(context, binding)
-        with self.outstanding_queries.bound(backend_state):
+        with self.outstanding_queries.bound(backend_state), idp_metadata.asserting(self.sp.metadata):
             return super().authn_response(context, binding)
