@@ -502,9 +502,16 @@ def parse_config(raw: Any) -> PluginConfig:
         on_conflict=root.choice("on_conflict", ("refuse", "move"), default="refuse"),
         user_key_scope=root.choice("user_key_scope", USER_KEY_SCOPES, default="issuer"),
         default_issuer=_parse_entity_id(root, "default_issuer"),
-        scope_check=root.choice("scope_check", SCOPE_CHECKS, default="enforce"),
+        scope_check=_parse_scope_check(root),
         user_key_scoped=root.bool("user_key_scoped", user_key_attribute in SCOPED_ATTRIBUTES),
     )
+
+
+def _parse_scope_check(root: _Section) -> str:
+    """``enforce | warn | off``; YAML 1.1 (PyYAML, so SATOSA) reads a bare ``off`` as false."""
+    if root.data.get("scope_check") is False:
+        return "off"
+    return root.choice("scope_check", SCOPE_CHECKS, default="enforce")
 
 
 def _parse_entity_id(root: _Section, key: str) -> str | None:
