@@ -27,6 +27,10 @@ keeps there, so it has exactly that cookie's protection (encrypted with
 ``STATE_ENCRYPTION_KEY``, which every instance shares) and any worker of any instance can check
 it. Outside ``authn_request``/``authn_response`` the view is empty, so anything that reads it
 unbound sees no outstanding request: the check fails closed.
+
+It also hands its pysaml2 metadata to :mod:`.idp_metadata` (registered at construction, bound
+while ``authn_response`` runs the response micro-services), where the plugin reads the
+asserting IdP's ``shibmd:Scope`` values and a single-IdP deployment's IdP.
 """
 from __future__ import annotations
 

@@ -151,3 +151,34 @@ def test_the_global_opt_out_shares_keys_across_idps(two_idps, demo_sp, store):
     attributes = released_to_sp(login_at(client, demo_sp, idp_b), demo_sp)
 
     assert attributes["eduPersonOrcid"] == [f"https://orcid.org/{JOSIAH}"]
+
+
+def test_a_single_idp_deployment_upgrades_without_configuration(satosa_config, demo_layout, demo_sp, demo_idp):
+    """An existing deployment (store at revision 0005 with Alice's link, no issuer anywhere)
+    starts the new version: the proxy binds the old links to the one IdP of its SAML backend's
+    metadata, and Alice's next login releases her iD as before."""
+    import sqlalchemy as sa
+    from flowkit import start_login_via
+
+    env = demo_layout.env()
+    old = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
+    old.db.upgrade("0005")
+    with old.db.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO orcid_links (id, user_key, orcid, environment, status, scopes, created_at, updated_at) "
+            "VALUES (1, :u, :o, 'production', 'active', 'openid', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"),
+            {"u": ALICE, "o": JOSIAH})
+    old.db.dispose()
+
+    client = Client(make_app(satosa_config))  # auto_upgrade on SQLite, as the shipped config runs it
+
+    request = start_login_via(client, demo_sp)
+    attributes = released_to_sp(idp_respond_via(client, demo_idp, request, "alice"), demo_sp)
+    assert attributes["eduPersonOrcid"] == [f"https://orcid.org/{JOSIAH}"]
+    upgraded = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"],
+                              TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
+    try:
+        assert upgraded.db.schema_revision() == "0006"
+        assert upgraded.links.get_active(ALICE, issuer=demo_idp.entity_id).orcid.value == JOSIAH
+    finally:
+        upgraded.db.dispose()
