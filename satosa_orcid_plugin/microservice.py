@@ -11,6 +11,7 @@ Register ``<BASE>/orcid/callback`` and ``<BASE>/orcid/connect`` as redirect URIs
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 import time
@@ -88,6 +89,9 @@ class OrcidConnect(ResponseMicroService):
         # domain cannot plant or overwrite them. Only with Secure: plain http refuses it.
         prefix = "__Host-" if self.secure else ""
         self.marker_cookie = f"{prefix}{self.name}_signin"
+        # The id of the marker this browser's SATOSA session set, in that session's state; it
+        # survives until /connect only with CONTEXT_STATE_DELETE: false (see _use_marker).
+        self.marker_state_key = f"{self.name}_signin"
         self.pending_cookie = f"{prefix}{self.name}_pending"
         self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.base_url))
@@ -186,12 +190,14 @@ class OrcidConnect(ResponseMicroService):
     def _orcid_signin(self, context: Context, data: InternalData, user_key: str | None, issuer: str | None) -> Any:
         """The user is signing in to ORCID itself: no hop, but remember (sealed, short-lived)
         who this browser just authenticated, for ORCID's state-less connect redirect."""
+        marker_id = secrets.token_urlsafe(16)
+        if user_key and issuer is not None and context.state is not None:
+            context.state[self.marker_state_key] = marker_id  # bound to this SATOSA session, where it lasts
         response = self._continue(context, data, None, outcome="orcid_signin")
         if user_key and issuer is not None and hasattr(response, "headers"):
             # "n": the marker's id, claimed (store.once) when /connect uses it, in whatever browser.
             # "i": the issuer of the key; a marker without one (older) names nobody.
-            marker = self.sealer.seal({"u": user_key, "i": issuer, "t": int(time.time()),
-                                       "n": secrets.token_urlsafe(16)})
+            marker = self.sealer.seal({"u": user_key, "i": issuer, "t": int(time.time()), "n": marker_id})
             response.headers.append(set_cookie(self.marker_cookie, marker, path="/",
                                                max_age=self.config.connect.marker_ttl_seconds, secure=self.secure))
             self._log(context, logging.INFO, "institutional sign-in to ORCID: marker set")
@@ -209,7 +215,7 @@ class OrcidConnect(ResponseMicroService):
         started = pending.created_at.strftime("%Y-%m-%d %H:%M UTC") if pending.created_at else None
         return self._page(pages.translated("confirm.html", self.config.interstitial.templates_dir, record.lang,
                                            user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
-                                           orcid_name=pending.name, started=started,
+                                           orcid_name=pending.name, started=started, origin=pending.origin,
                                            action=f"{self.endpoint_base}/confirm"))
 
     # --- ORCID sends the browser back ---------------------------------------------------
@@ -332,10 +338,21 @@ class OrcidConnect(ResponseMicroService):
         marker = self.sealer.open(read_cookie(getattr(context, "cookie", None), self.marker_cookie), ttl=ttl)
         if not marker or not all(isinstance(marker.get(k), str) for k in ("u", "i", "n")):
             return None, None
+        # Bound to the SATOSA session that set it, where that session still exists (SATOSA
+        # deletes its state at the end of every login unless CONTEXT_STATE_DELETE is false;
+        # ORCID's connect redirect carries nothing else of that login): a marker of another
+        # session, planted next to this browser's own sign-in, names nobody.
+        bound = context.state.get(self.marker_state_key) if context.state is not None else None
+        if isinstance(bound, str) and not hmac.compare_digest(bound.encode(), marker["n"].encode()):
+            self._log(context, logging.WARNING,
+                      f"connect: sign-in marker from another SATOSA session, ignored (ref {reference})")
+            return None, None
         expires = datetime.fromtimestamp(int(marker.get("t") or 0) + ttl + 60, timezone.utc)
         if not self.service.claim_marker(marker["n"], max(expires, datetime.now(timezone.utc) + timedelta(minutes=1))):
             self._log(context, logging.WARNING, f"connect: sign-in marker already used, ignored (ref {reference})")
             return None, None
+        if context.state is not None:
+            context.state.pop(self.marker_state_key, None)
         return marker["u"], marker["i"]
 
     def _client_address(self, context: Context) -> str | None:

@@ -225,7 +225,7 @@ class LoginService:
         self.guard_connect(code, client)
         grant = self.connect_exchange(code, connect_uri)
         try:
-            handle = self.keep_pending(grant)
+            handle = self.keep_pending(grant, origin=client)
         except StoreError:
             self._give_up(grant.access_token, grant.orcid, "connect_failed")
             raise
@@ -245,12 +245,13 @@ class LoginService:
         link = self.finish_pending(handle, user_key, session_id=session_id, issuer=issuer) if user_key else None
         return ConnectResult(pending.orcid, link, pending.name)
 
-    def keep_pending(self, grant: Grant, *, verified: bool = False) -> str:
-        """Keep a grant whose institutional user is not known yet; returns the cookie handle."""
+    def keep_pending(self, grant: Grant, *, verified: bool = False, origin: str | None = None) -> str:
+        """Keep a grant whose institutional user is not known yet (``origin``: the address the
+        connect came from); returns the cookie handle."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
         self.reap_pending()
         return self.pending.create(grant.orcid, tokens, name=grant.name, amr=grant.amr,
-                                   ttl=self.config.connect.pending_ttl_seconds, verified=verified)
+                                   ttl=self.config.connect.pending_ttl_seconds, verified=verified, origin=origin)
 
     def reap_pending(self) -> int:
         """Revoke and forget pending links nobody finished in time."""

@@ -202,6 +202,7 @@ class PendingRow(Base):
     scope: Mapped[str] = mapped_column(sa.Text)
     name: Mapped[str | None] = mapped_column(sa.Text)
     amr: Mapped[str | None] = mapped_column(sa.String(64))
+    origin: Mapped[str | None] = mapped_column(sa.String(64))  # the network address the connect came from
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

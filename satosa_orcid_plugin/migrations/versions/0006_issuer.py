@@ -1,6 +1,7 @@
 """Issuer-bound user keys: a link and a decision belong to (user key, issuer), the issuer being
 the entity ID of the IdP that asserted the key ("" for issuer-free keys, ``user_key_scope:
-global``).
+global``). And a pending link remembers the network address its connect came from (shown on
+the confirmation page).
 
 Rows written before this revision were made by a deployment that did not record the issuer.
 They get the issuer the caller names (``Database.upgrade(existing_issuer=...)``, from the
@@ -58,6 +59,8 @@ def upgrade() -> None:
                     postgresql_where=ACTIVE, sqlite_where=ACTIVE)
     op.create_index("ix_orcid_links_user_key_issuer_id", "orcid_links", ["user_key", "issuer", "id"])
 
+    op.add_column("orcid_pending", sa.Column("origin", sa.String(64), nullable=True))
+
     # Nothing refers to orcid_decisions: on SQLite, batch mode may copy it.
     op.add_column("orcid_decisions", sa.Column("issuer", sa.String(1024), nullable=False, server_default=issuer))
     with op.batch_alter_table("orcid_decisions") as batch:
@@ -67,6 +70,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("orcid_pending") as batch:
+        batch.drop_column("origin")
     with op.batch_alter_table("orcid_decisions") as batch:
         batch.drop_constraint("pk_orcid_decisions", type_="primary")
         batch.drop_column("issuer")
