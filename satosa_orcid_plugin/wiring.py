@@ -25,17 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def build_store(settings: StoreSettings, *, instance: str | None = None, upgrade: bool = False,
-                login: bool = False) -> Store:
+                login: bool = False, existing_issuer: str | None = None) -> Store:
     """The store of ``settings``; with ``upgrade`` its schema is migrated first (the proxy on
-    SQLite by default: ``store.auto_upgrade``). ``login``: the proxy's time budget
-    (``store.timeouts.login``), else the CLI's and the worker's (``background``)."""
+    SQLite by default: ``store.auto_upgrade``; ``existing_issuer``: see
+    ``Database.upgrade``). ``login``: the proxy's time budget (``store.timeouts.login``), else
+    the CLI's and the worker's (``background``)."""
     secret = settings.user_key_secret.encode() if settings.user_key_secret else None
     t = settings.timeouts
     budget = Budget(connect=t.connect, call=t.login if login else t.background)
     store = Store.from_url(settings.database_url, TokenCipher.from_keys(settings.token_keys),
                            user_key_secret=secret, instance=instance, budget=budget)
     if upgrade:
-        store.db.upgrade()
+        store.db.upgrade(existing_issuer=existing_issuer)
     return store
 
 
@@ -55,10 +56,15 @@ def auto_upgrade(settings: StoreSettings) -> bool:
     return settings.database_url.startswith("sqlite") if settings.auto_upgrade is None else settings.auto_upgrade
 
 
-def login_service(config: PluginConfig, *, instance: str | None = None) -> LoginService:
-    """The proxy's service. The schema is migrated at start-up when :func:`auto_upgrade` says so."""
+def login_service(config: PluginConfig, *, instance: str | None = None,
+                  existing_issuer: str | None = None) -> LoginService:
+    """The proxy's service. The schema is migrated at start-up when :func:`auto_upgrade` says so;
+    links stored before issuer binding get ``existing_issuer`` (default: ``config.existing_issuer``)."""
+    if existing_issuer is None:
+        existing_issuer = config.existing_issuer
     return LoginService(config, build_client(config), build_store(config.store, instance=instance,
-                                                                  upgrade=auto_upgrade(config.store), login=True))
+                                                                  upgrade=auto_upgrade(config.store), login=True,
+                                                                  existing_issuer=existing_issuer))
 
 
 def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings | None = None,
@@ -71,14 +77,16 @@ def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings 
     if settings is None:
         raise ConfigError("store", "give the plugin configuration or the database settings")
     client = build_client(config) if config is not None else None
-    store = build_store(settings, instance=instance, upgrade=migrate and auto_upgrade(settings))
+    existing_issuer = config.existing_issuer if config is not None else None
+    store = build_store(settings, instance=instance, upgrade=migrate and auto_upgrade(settings),
+                        existing_issuer=existing_issuer)
     if migrate and not auto_upgrade(settings):
         revision = store.db.schema_revision()
         if revision is None or revision < HEAD_REVISION:
             store.db.dispose()
             raise StoreError(f"the database schema is {'empty' if revision is None else 'at ' + revision}, "
                              f"this version needs {HEAD_REVISION}: run 'satosa-orcid db upgrade'")
-    return AdminService(store, client)
+    return AdminService(store, client, existing_issuer=existing_issuer)
 
 
 def sync_worker(config: PluginConfig, *, owner: str | None = None, **sync_overrides: Any) -> SyncWorker:

@@ -104,6 +104,7 @@ def typical_state(plugin_name: str, flow: Any, *, frontend: str = "Saml2IDP", ba
         nonce=secrets.token_urlsafe(24) if openid else None, login=flow.to_dict(),
         user=(flow.attributes.get("edupersonprincipalname") or ["u@example.org"])[0], mode="ask", lang="en",
         form=secrets.token_urlsafe(24),
+        issuer=flow.auth_info.issuer,
     ).to_dict()
     # what the request hint (microservice.OrcidRequestHint, HINT_STATE_KEY) keeps for the pages
     state["ORCID_HINT"] = {"requested": True, "name": "Example research service",

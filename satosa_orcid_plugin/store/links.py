@@ -24,7 +24,7 @@ from ..tokens import TokenSet, parse_scope
 from .database import Database
 from .decisions import Decisions
 from .revocations import Revocations
-from .schema import (ACTIVE, ENVIRONMENTS, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED, LinkRow,
+from .schema import (ACTIVE, ENVIRONMENTS, GLOBAL_ISSUER, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED, LinkRow,
                      TokenRow, as_utc)
 from .vault import Vault
 
@@ -39,6 +39,8 @@ class Link:
     """One link between a user and an ORCID iD, as the store holds it.
 
     ``user_key`` is the key as stored: the caller's key, or its HMAC when the store hashes keys.
+    ``issuer`` is the entity ID of the IdP that asserted the key ("" for an issuer-free key):
+    the link belongs to the pair.
     """
 
     user_key: str
@@ -56,6 +58,7 @@ class Link:
     # Revocation rows this link write queued for the tokens it replaced (ours or, with
     # on_conflict "move", the previous holder's): the caller revokes them at once.
     superseded: tuple[int, ...] = ()
+    issuer: str = ""
 
     @property
     def active(self) -> bool:
@@ -77,6 +80,7 @@ def _to_link(row: LinkRow) -> Link:
         revoked_at=row.revoked_at,
         revoke_reason=row.revoke_reason,
         id=row.id,
+        issuer=row.issuer,
     )
 
 
@@ -87,16 +91,23 @@ class _Conflict(Exception):
         self.holder = holder
 
 
-def _active_of_user(key: str) -> sa.Select[tuple[LinkRow]]:
-    return sa.select(LinkRow).where(LinkRow.user_key == key, IS_ACTIVE)
+def _of_user(key: str, issuer: str) -> Any:
+    """The WHERE of one user: (stored user key, issuer), in the order of the indexes."""
+    if not isinstance(issuer, str):
+        raise ValueError("issuer must be a string (\"\" for an issuer-free user key)")
+    return sa.and_(LinkRow.user_key == key, LinkRow.issuer == issuer)
+
+
+def _active_of_user(key: str, issuer: str) -> sa.Select[tuple[LinkRow]]:
+    return sa.select(LinkRow).where(_of_user(key, issuer), IS_ACTIVE)
 
 
 def _active_of_orcid(orcid: str, env: str) -> sa.Select[tuple[LinkRow]]:
     return sa.select(LinkRow).where(LinkRow.orcid == orcid, LinkRow.environment == env, IS_ACTIVE)
 
 
-def _newest_of_user(key: str) -> sa.Select[tuple[LinkRow]]:
-    return sa.select(LinkRow).where(LinkRow.user_key == key).order_by(LinkRow.id.desc()).limit(1)
+def _newest_of_user(key: str, issuer: str) -> sa.Select[tuple[LinkRow]]:
+    return sa.select(LinkRow).where(_of_user(key, issuer)).order_by(LinkRow.id.desc()).limit(1)
 
 
 def _environment(orcid: OrcidId, environment: str | None) -> str:
@@ -111,7 +122,9 @@ def _environment(orcid: OrcidId, environment: str | None) -> str:
 
 class Links:
     """Every method is its own transaction. User keys are passed raw (see
-    ``Database.stored_user_key``)."""
+    ``Database.stored_user_key``), each with its ``issuer``: the entity ID of the IdP that
+    asserted it, or "" (``GLOBAL_ISSUER``) for an issuer-free key. A key asserted by one IdP
+    never finds the link of the same key from another."""
 
     def __init__(self, db: Database, vault: Vault, decisions: Decisions, revocations: Revocations) -> None:
         self.db = db
@@ -123,15 +136,24 @@ class Links:
         return f"Links({self.db!r})"
 
     # --- reads ------------------------------------------------------------------------
-    def get_active(self, user_key: str) -> Link | None:
+    def get_active(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """The user's active link: one indexed query, no network (every login's fast path)."""
-        row = self.db.scalar(_active_of_user(self.db.stored_user_key(user_key)))
+        row = self.db.scalar(_active_of_user(self.db.stored_user_key(user_key), issuer))
         return _to_link(row) if row is not None else None
 
-    def get(self, user_key: str) -> Link | None:
+    def get(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """The user's current link, active or revoked; None when there is none or it was unlinked."""
-        row = self.db.scalar(_newest_of_user(self.db.stored_user_key(user_key)))
+        row = self.db.scalar(_newest_of_user(self.db.stored_user_key(user_key), issuer))
         return _to_link(row) if row is not None and row.status != UNLINKED else None
+
+    def issuers_of(self, user_key: str) -> list[str]:
+        """The issuers under which this user key has a current (active or revoked) link, sorted:
+        for an operator who names the user without the IdP."""
+        key = self.db.stored_user_key(user_key)
+        newest = (sa.select(sa.func.max(LinkRow.id)).where(LinkRow.user_key == key)
+                  .group_by(LinkRow.issuer).scalar_subquery())
+        return sorted(self.db.scalars(
+            sa.select(LinkRow.issuer).where(LinkRow.id.in_(newest), LinkRow.status != UNLINKED)))
 
     def find_by_orcid(self, orcid: OrcidId, *, environment: str | None = None) -> Link | None:
         """The current (active or revoked) link of an iD; the environment follows ``orcid.sandbox``
@@ -145,10 +167,10 @@ class Links:
         )
         return _to_link(row) if row is not None and row.status != UNLINKED else None
 
-    def tokens(self, user_key: str) -> TokenSet | None:
+    def tokens(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> TokenSet | None:
         """The decrypted tokens of the user's active link."""
         key = self.db.stored_user_key(user_key)
-        return self._active_tokens(LinkRow.user_key == key)
+        return self._active_tokens(_of_user(key, issuer))
 
     def tokens_of_link(self, link_id: int) -> TokenSet | None:
         """The decrypted tokens of the link, while it is active."""
@@ -160,14 +182,15 @@ class Links:
         )
         return self.vault.read(row) if row is not None else None
 
-    def lookup_sql(self, user_key: str, orcid: str, environment: str = PRODUCTION) -> dict[str, str]:
+    def lookup_sql(self, user_key: str, orcid: str, environment: str = PRODUCTION, *,
+                   issuer: str = GLOBAL_ISSUER) -> dict[str, str]:
         """The SELECTs of the login fast path and of the link write path, with literal values,
         by the partial unique index each must use (for EXPLAIN in benchmarks)."""
         def compile_(stmt: sa.Select[Any]) -> str:
             return str(stmt.compile(dialect=self.db.engine.dialect, compile_kwargs={"literal_binds": True}))
 
         return {
-            "uq_orcid_links_active_user": compile_(_active_of_user(self.db.stored_user_key(user_key))),
+            "uq_orcid_links_active_user": compile_(_active_of_user(self.db.stored_user_key(user_key), issuer)),
             "uq_orcid_links_active_orcid": compile_(_active_of_orcid(orcid, environment)),
         }
 
@@ -205,6 +228,7 @@ class Links:
         orcid: OrcidId,
         tokens: TokenSet | None,
         *,
+        issuer: str = GLOBAL_ISSUER,
         name: str | None = None,
         amr: str | None = None,
         environment: str | None = None,
@@ -213,7 +237,8 @@ class Links:
         extra: LinkExtra | None = None,
         intent: int | None = None,
     ) -> Link:
-        """Make ``orcid`` the user's active iD, in one transaction.
+        """Make ``orcid`` the active iD of the user (``user_key`` asserted by ``issuer``), in
+        one transaction.
 
         * same active iD: tokens (and name/amr when given) are updated; audit ``relink``;
         * another active iD: that link becomes ``unlinked``; audit ``switch``;
@@ -232,18 +257,20 @@ class Links:
             orcid = OrcidId.parse(orcid)
         env = _environment(orcid, environment)
         key = self.db.stored_user_key(user_key)
+        _of_user(key, issuer)  # the issuer's type, before any transaction
         for attempt in (1, 2):
             try:
                 with self.db.transaction(raw_integrity=True) as session:
                     self.db.lock(session, key, f"{env}:{orcid.value}")
                     if intent is not None:
                         self.revocations.withdraw_in(session, intent)
-                    return self._link_in(session, key, orcid, env, tokens, name, amr, on_conflict, session_id, extra)
+                    return self._link_in(session, key, issuer, orcid, env, tokens, name, amr, on_conflict, session_id,
+                                         extra)
             except _Conflict as conflict:
                 with self.db.transaction() as session:
                     self.db.audit(
                         session, "conflict", user_key=key, orcid=orcid, session_id=session_id,
-                        detail={"environment": env, "held_by": conflict.holder},
+                        detail={"environment": env, "issuer": issuer, "held_by": conflict.holder},
                     )
                 raise LinkConflict(f"ORCID iD {orcid} is already linked to another user") from None
             except IntegrityError as exc:
@@ -257,6 +284,7 @@ class Links:
         self,
         session: Session,
         key: str,
+        issuer: str,
         orcid: OrcidId,
         env: str,
         tokens: TokenSet | None,
@@ -267,21 +295,21 @@ class Links:
         extra: LinkExtra | None = None,
     ) -> Link:
         now = self.db.now()
-        mine = session.scalar(_active_of_user(key))
+        mine = session.scalar(_active_of_user(key, issuer))
         holder = session.scalar(_active_of_orcid(orcid.value, env))
         keep = tokens.access_token if tokens is not None else None
         superseded: list[int] = []
-        if holder is not None and holder.user_key != key:
+        if holder is not None and (holder.user_key, holder.issuer) != (key, issuer):
             if on_conflict == "refuse":
                 raise _Conflict(holder.user_key)
             superseded += self._queue_revocation(session, holder, "moved", now, keep)
             self._retire(session, holder, UNLINKED, now)
             self.db.audit(
                 session, "moved", user_key=holder.user_key, orcid=orcid, session_id=session_id,
-                detail={"environment": env, "to_user": key},
+                detail={"environment": env, "to_user": key, "to_issuer": issuer},
             )
 
-        detail: dict[str, Any] = {"environment": env}
+        detail: dict[str, Any] = {"environment": env, "issuer": issuer}
         if mine is not None and mine.orcid == orcid.value and mine.environment == env:
             event, row = "relink", mine
             row.updated_at = now
@@ -299,7 +327,7 @@ class Links:
             else:
                 event = "link"
             row = LinkRow(
-                user_key=key, orcid=orcid.value, environment=env, status=ACTIVE,
+                user_key=key, issuer=issuer, orcid=orcid.value, environment=env, status=ACTIVE,
                 scopes=" ".join(tokens.scope) if tokens else "", name=name, amr=amr,
                 created_at=now, updated_at=now,
             )
@@ -307,7 +335,7 @@ class Links:
             session.flush()
         if tokens is not None:
             self.vault.put(session, row.id, tokens, now)
-        self.decisions.forget(session, key)
+        self.decisions.forget(session, key, issuer)
         detail["scopes"] = row.scopes
         self.db.audit(session, event, user_key=key, orcid=orcid, session_id=session_id, detail=detail)
         session.flush()
@@ -332,11 +360,12 @@ class Links:
             return []
         return [self.revocations.add_in(session, old, orcid=row.orcid, reason=reason, now=now)]
 
-    def revoke(self, user_key: str, reason: str, *, session_id: str | None = None) -> Link | None:
+    def revoke(self, user_key: str, reason: str, *, issuer: str = GLOBAL_ISSUER,
+               session_id: str | None = None) -> Link | None:
         """ORCID no longer honours the user's token (401): the active link becomes ``revoked``
         and its tokens are dropped. None when the user has no active link."""
         key = self.db.stored_user_key(user_key)
-        return self._revoke(key, LinkRow.user_key == key, reason, session_id=session_id, detail={})
+        return self._revoke(key, _of_user(key, issuer), reason, session_id=session_id, detail={})
 
     def revoke_link(
         self, link_id: int, stored_user_key: str, reason: str, *, by: str, extra: LinkExtra | None = None
@@ -367,19 +396,20 @@ class Links:
             return _to_link(row)
 
     def unlink(
-        self, user_key: str, *, reason: str = "admin", session_id: str | None = None
+        self, user_key: str, *, issuer: str = GLOBAL_ISSUER, reason: str = "admin", session_id: str | None = None
     ) -> tuple[Link, TokenSet | None]:
         """Unlink the user's current (active or revoked) link. Returns it with its tokens, now
         deleted from the store, so the caller can revoke them at ORCID. NotFound if none."""
         key = self.db.stored_user_key(user_key)
         with self.db.transaction() as session:
             self.db.lock(session, key)
-            row = session.scalar(_newest_of_user(key))
+            row = session.scalar(_newest_of_user(key, issuer))
             if row is None or row.status == UNLINKED:
                 raise NotFound("this user has no ORCID link")
             tokens = None
             token_row = session.get(TokenRow, row.id)
-            detail: dict[str, Any] = {"reason": reason, "environment": row.environment, "was": row.status}
+            detail: dict[str, Any] = {"reason": reason, "environment": row.environment, "was": row.status,
+                                      "issuer": issuer}
             if token_row is not None:
                 try:
                     tokens = self.vault.read(token_row)
