@@ -26,7 +26,9 @@ def _module_entries(conf: Any, key: str) -> list[dict[str, Any]]:
     return out
 
 
-def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
+def check_proxy_config(path: Path, cookie_sample: Any = None) -> tuple[list[str], list[str]]:
+    """Problems and warnings of the proxy config at ``path``; ``cookie_sample`` (a mapping, see
+    ``cookie_size.WORST_CASE_SAMPLE``) is the login the state cookie estimate assumes."""
     problems: list[str] = []
     warnings: list[str] = []
     path = path.resolve()
@@ -90,7 +92,7 @@ def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
                         warnings.append(f"FRONTEND_MODULES[{f.get('name')}].config.provider.extra_scopes: no scope "
                                         f"releases {claim!r} (add orcid: [{claim}])")
         warnings.extend(_orcid_identifier_warnings(frontends, attrs, plugins))
-        warnings.extend(check_config_warnings(conf, attrs, frontends, backends, plugins))  # state cookie size
+        warnings.extend(check_config_warnings(conf, attrs, frontends, backends, plugins, cookie_sample))  # state cookie size
         if conf.get("COOKIE_HTTPONLY") is not True:
             warnings.append("COOKIE_HTTPONLY: set it to true (SATOSA's default leaves the state cookie readable by scripts)")
         if conf.get("COOKIE_SECURE", True) is not True:
