@@ -92,6 +92,10 @@ class OrcidConnect(ResponseMicroService):
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.base_url))
         self.headers = pages.headers(form_targets=(self.config.orcid.base_url,))
         warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
+        # Warm ORCID's key set in the background (each gunicorn worker builds the app after the
+        # fork), so the first callbacks after a deploy do not all wait for it. Never waits, never
+        # fails: with ORCID down the first callback fetches it within the ORCID timeouts.
+        self.service.client.prefetch_keys()
 
     def register_endpoints(self) -> list[tuple[str, Any]]:
         handlers = [("callback", self._callback, "GET"), ("connect", self._connect, "GET"),

@@ -63,15 +63,16 @@ class ParkedLogins:
             return self._open(row.data_enc)
 
     def take(self, handle: str | None) -> dict[str, Any] | None:
-        """Return and delete the payload (single use: whoever deletes the row gets it)."""
-        payload = self.get(handle)
-        if payload is None:
+        """Return and delete the payload (single use: whoever deletes the row gets it, in one
+        statement: DELETE ... RETURNING, PostgreSQL and SQLite 3.35+)."""
+        if not handle or len(handle) > MAX_HANDLE:
             return None
         with self.db.transaction() as session:
-            deleted = session.execute(sa.delete(ParkedRow).where(ParkedRow.handle_hash == _hash(handle)))
-            if not deleted.rowcount:
-                return None  # taken concurrently (a double-submitted callback)
-        return payload
+            row = session.execute(sa.delete(ParkedRow).where(ParkedRow.handle_hash == _hash(handle))
+                                  .returning(ParkedRow.data_enc, ParkedRow.expires_at)).first()
+        if row is None or row.expires_at <= self.db.now():
+            return None  # never parked, taken already (a double-submitted callback), or expired
+        return self._open(row.data_enc)
 
     def discard(self, handle: str | None) -> None:
         if handle and len(handle) <= MAX_HANDLE:

@@ -79,7 +79,7 @@ def test_first_login_hops_once_and_the_sp_receives_the_verified_id(
     start_login(satosa_app, demo_sp)
     released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)
     assert released.attributes["eduPersonOrcid"] == [JOSIAH]
-    assert orcid_emulator.requests == []
+    assert [r.path for r in orcid_emulator.requests if r.path != "/oauth/jwks"] == []  # (keys: warmed at start)
 
 
 def test_deny_at_orcid_continues_without_the_attribute_and_is_remembered(
@@ -107,7 +107,7 @@ def test_interstitial_not_now_and_never_skip_orcid(
     start_login(satosa_app, demo_sp)
     released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)  # not asked again
     assert "eduPersonOrcid" not in released.attributes
-    assert orcid_emulator.requests == []
+    assert [r.path for r in orcid_emulator.requests if r.path != "/oauth/jwks"] == []  # (keys: warmed at start)
 
 
 def test_interstitial_speaks_the_browsers_language_and_passes_it_to_orcid(
@@ -557,3 +557,31 @@ def test_a_parked_login_gone_at_the_callback_fails_cleanly_back_to_the_sp(
     # nothing was exchanged, so ORCID holds no token for it
     assert not [r for r in orcid_emulator.requests if r.path == "/oauth/token"]
     assert stored_link(demo_layout) is None
+
+
+# --- ORCID's key set, warmed when the proxy (each gunicorn worker) starts -------------------------
+def test_each_proxy_start_warms_orcids_key_set_and_the_first_callback_uses_it(
+    satosa_config, orcid_emulator, demo_sp, orcid_consent, follow_callback, sp_receive, start_login, idp_respond,
+):
+    import time
+
+    def jwks_calls() -> int:
+        return len([r for r in orcid_emulator.requests if r.path == "/oauth/jwks"])
+
+    client = Client(make_app(satosa_config))  # what a gunicorn worker does after the fork
+    deadline = time.monotonic() + 30
+    while jwks_calls() < 1:
+        assert time.monotonic() < deadline, "the proxy never fetched ORCID's key set"
+        time.sleep(0.05)
+    start_login(client, demo_sp)
+    released = sp_receive(follow_callback(client, orcid_consent(to_orcid(client, idp_respond(client, "alice")))), demo_sp)
+    assert released.attributes["eduPersonOrcid"] == [JOSIAH]
+    assert jwks_calls() == 1  # the callback verified the id_token with the warmed keys
+
+
+def test_the_proxy_starts_and_logins_complete_while_orcid_is_down(satosa_config, demo_sp, start_login, idp_respond,
+                                                                  caplog):
+    client = Client(make_app(satosa_config))  # nothing listens on ORCID's port: the warm-up fails quietly
+    start_login(client, demo_sp)
+    assert "Connect your ORCID iD" in idp_respond(client, "alice").get_data(as_text=True)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") and "key set" in r.getMessage()]
