@@ -38,6 +38,7 @@ BUDGET = StoreTimeouts().login + StoreTimeouts().connect
 # Signing and checking four SAML messages per login on a loaded 2-core CI machine, and the
 # patient user's pause at the IdP; unbounded, these logins waited for the thaw (75 s).
 MARGIN = 15.0 + IDP_PAUSE
+SLACK = 5.0  # the same logins with the database answering set the pace; a frozen one adds the budget
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,18 @@ def test_a_frozen_database_under_gunicorn_costs_each_login_seconds_and_recovers_
     tls = {"verify": str(layout.tls_cert)}  # per request: REQUESTS_CA_BUNDLE would win over a session's
     metadata = f"{layout.proxy_base}/Saml2IDP/proxy.xml"
 
-    def login(user: str) -> tuple[float, dict]:
+    def login(user: str, choice: str = "connect") -> tuple[float, dict]:
         started = time.monotonic()
-        attributes = login_at_sp(layout, user, choice="connect")
+        attributes = login_at_sp(layout, user, choice=choice)
         return time.monotonic() - started, attributes
 
     users = ["alice", "bob", "carol"] * (CONCURRENT // 3)  # linked and not linked
+    # The same 12 logins with the database answering (bob and carol say "not now" at the
+    # interstitial): what signing and a busy machine cost without any database wait.
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        normal = [f.result(timeout=300) for f in [pool.submit(login, u, "not_now") for u in users]]
+    assert all(a.get("eduPersonOrcid") == (orcid if u == "alice" else None) for u, (_, a) in zip(users, normal))
+    baseline = max(elapsed for elapsed, _ in normal)
     with cluster.frozen(), ThreadPoolExecutor(CONCURRENT) as pool:
         logins = [pool.submit(login, user) for user in users]
         time.sleep(IDP_PAUSE + 1)  # the first logins are waiting for the database now
@@ -82,12 +89,13 @@ def test_a_frozen_database_under_gunicorn_costs_each_login_seconds_and_recovers_
         assert probe.get(f"{layout.proxy_base}/orcid/health", timeout=MARGIN, **tls).status_code == 200
         probes = time.monotonic() - started
         results = [future.result(timeout=BUDGET + MARGIN + 120) for future in logins]
-    print(f"frozen: probes {probes:.2f} s; logins (s):", sorted(round(e, 2) for e, _ in results))
+    print(f"frozen: probes {probes:.2f} s; logins (s):", sorted(round(e, 2) for e, _ in results),
+          f"(the slowest with the database answering: {baseline:.2f} s)")
     assert probes < MARGIN
     for user, (elapsed, attributes) in zip(users, results):
         assert attributes["eduPersonPrincipalName"] == [f"{user}@demo.example.org"]
         assert "eduPersonOrcid" not in attributes  # completed without the iD (on_error: continue)
-        assert elapsed < BUDGET + MARGIN, (user, elapsed)
+        assert elapsed < baseline + BUDGET + SLACK, (user, elapsed, baseline)
 
     # thawed: the same gunicorn workers (no restart) find the database again
     assert probe.get(f"{layout.proxy_base}/orcid/health/detail", timeout=30, **tls).status_code == 200
