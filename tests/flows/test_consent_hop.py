@@ -585,3 +585,17 @@ def test_the_proxy_starts_and_logins_complete_while_orcid_is_down(satosa_config,
     start_login(client, demo_sp)
     assert "Connect your ORCID iD" in idp_respond(client, "alice").get_data(as_text=True)
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") and "key set" in r.getMessage()]
+
+
+def test_a_hop_whose_satosa_state_cookie_would_pass_4096_bytes_is_logged_with_its_size(
+    satosa_app, demo_sp, start_login, idp_respond, caplog,
+):
+    import re
+    import secrets
+
+    start_login(satosa_app, demo_sp, relay_state=secrets.token_urlsafe(2700))  # SATOSA keeps it in its state
+    assert "Connect your ORCID iD" in idp_respond(satosa_app, "alice").get_data(as_text=True)
+    [line] = [r.getMessage() for r in caplog.records if "state cookie is about" in r.getMessage()]
+    size = int(re.search(r"about (\d+) bytes", line).group(1))
+    assert size > 4096 and "plugin's share is" in line
+    assert abs(len(satosa_app.get_cookie("SATOSA_STATE").value) - size) < 200  # what SATOSA then sent

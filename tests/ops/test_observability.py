@@ -494,3 +494,17 @@ def test_plugin_cookies_are_sealed_httponly_secure_and_narrow():
     sealed = sealer.seal({"u": "alice"})
     assert "alice" not in sealed and sealer.open(sealed, ttl=60) == {"u": "alice"}
     assert sealer.open(sealed[:-2] + "xx", ttl=60) is None
+
+
+def test_the_state_cookie_of_a_hop_is_measured_only_when_it_could_pass_the_browser_limit():
+    from satosa.state import State
+
+    from satosa_orcid_plugin.ops.cookie_size import BROWSER_COOKIE_LIMIT, state_cookie_bytes
+
+    state = State()
+    state["SESSION_ID"] = "urn:uuid:0b7c4a1e-9f64-4d6e-9d7e-1c2b3a4d5e6f"
+    state["orcid"] = {"v": 2, "k": "hop", "s": "s" * 32, "x": 1, "p": "h" * 32}
+    assert state_cookie_bytes(state) is None  # surely small: not measured (no lzma pass per hop)
+    state["another_service"] = {"blob": os.urandom(3000).hex()}  # what another micro-service keeps
+    size = state_cookie_bytes(state)
+    assert size is not None and size > BROWSER_COOKIE_LIMIT
