@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps browser-deps test demo demo-once bench clean
+.PHONY: setup system-deps browser-deps interop-deps test demo demo-once bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -37,7 +37,30 @@ browser-deps: $(VENV)/.installed
 	    echo "chromium is missing: install it with 'sudo apt-get install chromium' to run the browser tests" >&2; \
 	  fi; }
 
-test: setup browser-deps
+# The foreign clients of tests/interop: python3-saml and Authlib come with the dev extra
+# (python3-saml's xmlsec is a manylinux wheel; where pip has to build it from source it needs
+# libxmlsec1-dev and pkg-config, installed here too), Shibboleth SP 3 (shibd and Apache's
+# mod_shib) from Debian. As root they are installed with apt (under flock, so parallel runs
+# never run apt at once); without root the missing packages are named and the tests skip
+# (SATOSA_ORCID_REQUIRE_FOREIGN=1 or SATOSA_ORCID_REQUIRE_SERVICES=1, set by .ci/run, fail instead).
+INTEROP_APT := shibboleth-sp-utils libapache2-mod-shib apache2 libxmlsec1-dev pkg-config
+interop-deps: $(VENV)/.installed
+	@missing=""; \
+	[ -x /usr/sbin/shibd ] || missing="$$missing shibboleth-sp-utils"; \
+	[ -f /usr/lib/apache2/modules/mod_shib.so ] || missing="$$missing libapache2-mod-shib"; \
+	[ -x /usr/sbin/apache2 ] || missing="$$missing apache2"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	pkg-config --exists xmlsec1 2>/dev/null || missing="$$missing libxmlsec1-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    flock /tmp/apt.lock sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing"; \
+	  else \
+	    echo "the foreign-client tests (tests/interop) need:$$missing; install them with 'sudo apt-get install$$missing'" >&2; \
+	  fi; \
+	fi
+	@$(BIN)/python -c 'import onelogin.saml2, xmlsec, authlib' 2>/dev/null || $(BIN)/pip install -q -e '.[dev]'
+
+test: setup browser-deps interop-deps
 	@# byte-compile first: threads importing fresh sources at once can trip CPython 3.11's cpython#106905
 	$(BIN)/python -m compileall -q satosa_orcid_plugin tests > /dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)

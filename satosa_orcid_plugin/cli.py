@@ -33,16 +33,17 @@ class Ctx:
             raise click.UsageError("give --config PATH (a proxy_conf.yaml or the micro-service YAML)")
         return load_plugin_config(self.config_path)
 
-    def admin(self):
+    def admin(self, *, migrate: bool = True):
         """The admin service from --config, or (store-only commands) from
-        SATOSA_ORCID_DATABASE_URL + SATOSA_ORCID_TOKEN_KEYS."""
+        SATOSA_ORCID_DATABASE_URL + SATOSA_ORCID_TOKEN_KEYS. ``migrate``: a SQLite store is
+        migrated as the proxy migrates it; a PostgreSQL schema left behind is named."""
         if self._admin is None:
             from .wiring import admin_service
 
             if self.config_path:
-                self._admin = admin_service(self.plugin_config())
+                self._admin = admin_service(self.plugin_config(), migrate=migrate)
             else:
-                self._admin = admin_service(None, store_settings=_store_settings_from_env())
+                self._admin = admin_service(None, store_settings=_store_settings_from_env(), migrate=migrate)
         return self._admin
 
     def has_database(self) -> bool:
@@ -84,6 +85,11 @@ def _link_dict(link: Any) -> dict[str, Any]:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Administer the SATOSA ORCID plugin: links, keys, database, config, demo."""
+    import warnings
+
+    # pysaml2 imports a cipher mode that cryptography deprecates; not actionable, and it would
+    # be two lines of noise around every one-line error.
+    warnings.filterwarnings("ignore", message=".*CFB has been moved.*")
     ctx.obj = Ctx(config_path)
 
 
@@ -235,7 +241,7 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(obj: Ctx) -> None:
     """Apply schema migrations (run before starting new proxy versions on PostgreSQL)."""
-    obj.admin().upgrade()
+    obj.admin(migrate=False).upgrade()
     click.echo("database schema is up to date")
 
 
@@ -295,12 +301,19 @@ def check_config(path: str, cookie_sample: str | None) -> None:
 @click.option("--root", type=click.Path(file_okay=False), default="demo-data", show_default=True,
               help="Where keys, metadata and the SQLite file are generated.")
 @click.option("--port-base", type=int, default=None, help="Use consecutive ports from here.")
-@click.option("--journey", type=click.Choice(["login", "connect"]), default="login", show_default=True)
-def demo(once: bool, root: str, port_base: int | None, journey: str) -> None:
+@click.option("--journey", type=click.Choice(["login", "connect"]), default="login", show_default=True,
+              help="login: the ORCID hop during a login; connect: ORCID's Institutional Connect first "
+                   "(without --once the demo says where it starts).")
+@click.option("--proxy-conf", type=click.Path(), default=None,
+              help="Run your own proxy_conf.yaml (frontend Saml2IDP, backend Saml2, BASE at the demo's "
+                   "proxy port) with the demo IdP, SP and the ORCID emulator around it.")
+def demo(once: bool, root: str, port_base: int | None, journey: str, proxy_conf: str | None) -> None:
     """Run the whole stack on loopback: ORCID emulator, demo IdP, proxy (gunicorn), demo SP."""
     from .devstack import demo as demo_mod
 
     argv = ["--root", root, "--journey", journey]
+    if proxy_conf:
+        argv += ["--proxy-conf", proxy_conf]
     if once:
         argv.append("--once")
     if port_base is not None:
@@ -312,20 +325,64 @@ def demo(once: bool, root: str, port_base: int | None, journey: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8090, show_default=True)
 @click.option("--issuer", default=None, help="Public base URL (default http://HOST:PORT).")
-@click.option("--clients", "clients_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON list of client registrations (or ORCID_EMULATOR_CLIENTS).")
-def emulator(host: str, port: int, issuer: str | None, clients_file: str | None) -> None:
-    """Serve the offline ORCID emulator (loopback only by default)."""
+@click.option("--clients", "clients_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON file: a list of client registrations (or $ORCID_EMULATOR_CLIENTS holding the JSON). "
+                   "Default: one local client for the proxy at --proxy-base.")
+@click.option("--proxy-base", default="https://127.0.0.1:8443", show_default=True,
+              help="Without --clients: the proxy's BASE; the local client accepts BASE/orcid/callback "
+                   "and BASE/orcid/connect.")
+def emulator(host: str, port: int, issuer: str | None, clients_file: str | None, proxy_base: str) -> None:
+    """Serve the offline ORCID emulator (loopback only by default).
+
+    \b
+    A client registration (the --clients file holds a JSON list of them):
+      [{"client_id": "APP-LOCAL00000000001",
+        "client_secret": "local-emulator-secret",
+        "redirect_uris": ["https://proxy.example.org/orcid/callback"],
+        "connect_redirect_uri": "https://proxy.example.org/orcid/connect",
+        "member": true,
+        "name": "Example University"}]
+    redirect_uris must match the proxy's redirect URI exactly; connect_redirect_uri is the
+    Institutional Connect URI (optional); member false gives a public-API client (no
+    /activities/update); name is what ORCID's pages call the institution.
+
+    \b
+    Without --clients it registers one local client, APP-LOCAL00000000001 with the secret
+    local-emulator-secret, for the plugin named "orcid" at --proxy-base. Point the proxy at
+    it with orcid.environment: emulator and orcid.base_url: http://HOST:PORT.
+    """
     from werkzeug.serving import run_simple
 
-    os.environ["ORCID_EMULATOR_ISSUER"] = issuer or f"http://{host}:{port}"
-    if clients_file:
-        os.environ["ORCID_EMULATOR_CLIENTS"] = Path(clients_file).read_text()
-    from .devstack.emulator import make_app_from_env
+    from .devstack import emulator as emulator_mod
 
-    app = make_app_from_env()
+    if clients_file:
+        try:
+            raw = Path(clients_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--clients {clients_file}: {exc.strerror or exc}")
+        source = f"--clients {clients_file}"
+    elif os.environ.get("ORCID_EMULATOR_CLIENTS"):
+        raw, source = os.environ["ORCID_EMULATOR_CLIENTS"], "ORCID_EMULATOR_CLIENTS"
+    else:
+        client = emulator_mod.local_client(proxy_base)
+        raw, source = json.dumps([dataclasses.asdict(client)]), None
+        click.echo(f"no --clients: registered the local client {client.client_id} (secret {client.client_secret}) "
+                   f"for {client.redirect_uris[0]} and {client.connect_redirect_uri}", err=True)
+    try:
+        emulator_mod.parse_clients(raw)
+    except ValueError as exc:
+        _fail(f"{source}: {exc}")
+    os.environ["ORCID_EMULATOR_ISSUER"] = issuer or f"http://{host}:{port}"
+    os.environ["ORCID_EMULATOR_CLIENTS"] = raw
+    try:
+        app = emulator_mod.make_app_from_env()
+    except (RuntimeError, OSError) as exc:
+        _fail(str(exc))
     click.echo(f"ORCID emulator on {os.environ['ORCID_EMULATOR_ISSUER']}", err=True)
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 from .cli_sync import register as _register_sync  # noqa: E402
@@ -333,6 +390,8 @@ from .cli_sync import register as _register_sync  # noqa: E402
 _register_sync(main)
 from .cli_ops import register as _register_ops  # noqa: E402  (metrics serve, health)
 _register_ops(main)
+from .cli_init import register as _register_init  # noqa: E402  (init)
+_register_init(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

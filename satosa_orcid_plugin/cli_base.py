@@ -9,8 +9,13 @@ import click
 from .errors import OrcidPluginError
 
 
+PREFIX = "satosa-orcid"
+
+
 def fail(message: str) -> None:
-    click.echo(f"satosa-orcid: {message}", err=True)
+    """``message`` as one line on stderr, prefixed once with ``satosa-orcid``; exit 1."""
+    line = " ".join(message.split())  # never more than one line
+    click.echo(line if line.startswith(PREFIX) else f"{PREFIX}: {line}", err=True)
     sys.exit(1)
 
 

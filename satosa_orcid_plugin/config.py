@@ -36,6 +36,7 @@ ENVIRONMENTS = {
 PUBLIC_SCOPES = {"openid", "/authenticate", "/read-public"}
 MEMBER_SCOPES = {"/read-limited", "/activities/update", "/person/update"}
 ON_ERROR = ("continue", "fail")
+OIDC_CLAIM_TYPES = ("string", "array")
 MODES = ("ask", "require", "never")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -247,6 +248,9 @@ class PluginConfig:
     connect: ConnectSettings = ConnectSettings()
     affiliations: AffiliationSettings | None = None
     on_conflict: str = "refuse"  # an iD linked to another user: refuse (audited) or move it here
+    # JSON type of the OIDC claim (``eduperson_orcid``): a string, as deployed R&E OPs send it,
+    # or an array (eduPerson's multi-valued form); see docs/service-providers.md
+    oidc_claim_type: str = "string"
 
     def mode_for(self, requester: str | None, *, requested: bool = False) -> str:
         """``ask``, ``require`` or ``never`` for this SP / OIDC client.
@@ -438,7 +442,7 @@ def parse_config(raw: Any) -> PluginConfig:
         raw,
         "",
         {"orcid", "store", "user_key_attribute", "orcid_attribute", "trigger", "on_error", "prefill", "decline", "flow_ttl", "orcid_requesters", "redirect_base", "trusted_orcid_issuers",
-         "policy", "interstitial", "connect", "affiliations", "on_conflict"},
+         "policy", "interstitial", "connect", "affiliations", "on_conflict", "oidc_claim_type"},
     )
     orcid = _parse_orcid(root)
     store = _parse_store(root)
@@ -468,6 +472,7 @@ def parse_config(raw: Any) -> PluginConfig:
         connect=_parse_connect(root),
         affiliations=parse_affiliations(root.data.get("affiliations")),
         on_conflict=root.choice("on_conflict", ("refuse", "move"), default="refuse"),
+        oidc_claim_type=root.choice("oidc_claim_type", OIDC_CLAIM_TYPES, default="string"),
     )
 
 

@@ -33,6 +33,7 @@ from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
 from .errors import CallbackReplayed, ConfigError, ConnectThrottled, LinkConflict, OrcidOAuthError, OrcidPluginError, UserDenied
 from .flow import FlowKind, FlowRecord
 from .i18n import negotiate
+from .ops.checks import plugin_startup_checks
 from .ops.cookie_size import BROWSER_COOKIE_LIMIT, state_cookie_bytes, warn_at_startup
 from .ops.health import health_endpoint
 from .orcid_id import OrcidId
@@ -66,17 +67,59 @@ class OrcidRequestHint(RequestMicroService):
         return super().process(context, data)
 
 
+def register_oidc_claim_type(claim: str, kind: str) -> None:
+    """Deliver the OIDC ``claim`` as a JSON string (``kind="string"``, the first value) or an
+    array (``"array"``, SATOSA's default for claims it does not know).
+
+    SATOSA's OpenID Connect frontend turns every attribute into a claim through one table,
+    ``combine_values_by_claim`` (``satosa/frontends/openid_connect.py``): claim name -> function
+    of the value list, ``combine_select_first_value`` for the single-valued standard claims of
+    OIDC Core 5.1 (``email``, ``name``, ...), ``combine_return_input`` (the list) for the rest.
+    The userinfo response and id_token claims requested through ``claims`` are built from what
+    that table returns. Registering the claim there is the smallest hook SATOSA offers: the
+    deployment keeps its own frontend module and configuration. The table is per process, so
+    the last micro-service to register a claim wins (there is one ORCID micro-service).
+    """
+    import satosa.frontends.openid_connect as oidc_frontend
+
+    table = getattr(oidc_frontend, "combine_values_by_claim", None)
+    if table is None:  # a SATOSA without the table: claims stay lists, say so once at start-up
+        log.warning("SATOSA's OIDC frontend has no combine_values_by_claim table: %s is released as an array", claim)
+        return
+    if kind == "string":
+        table[claim] = oidc_frontend.combine_select_first_value
+    else:
+        table[claim] = oidc_frontend.combine_return_input
+
+
 class OrcidConnect(ResponseMicroService):
     """Collect the researcher's authenticated ORCID iD during a login and release it."""
 
     def __init__(self, config: dict[str, Any] | None, internal_attributes: dict[str, Any] | None = None,
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        try:
+            self._start(config, internal_attributes)
+        except ConfigError as exc:
+            # One line before SATOSA's loader logs its own traceback ("Failed to create WSGI app").
+            log.error("%s", exc.message)
+            raise
+
+    def _start(self, config: dict[str, Any] | None, internal_attributes: dict[str, Any] | None) -> None:
         self.config: PluginConfig = parse_config(config)
         attrs = (internal_attributes or {}).get("attributes", {})
         if attrs and self.config.orcid_attribute not in attrs:
             raise ConfigError("orcid_attribute",
                               f"internal attribute {self.config.orcid_attribute!r} is not defined in internal_attributes")
+        problems, warnings = plugin_startup_checks(config, self.config, internal_attributes)
+        if problems:
+            key, _, problem = problems[0].partition(": ")
+            raise ConfigError(key, problem)
+        for warning in warnings:
+            log.warning("satosa-orcid config: %s", warning)
+        oidc_claim = ((attrs.get(self.config.orcid_attribute) or {}).get("openid") or [None])[0]
+        if oidc_claim:
+            register_oidc_claim_type(oidc_claim, self.config.oidc_claim_type)
         self.service = login_service(self.config, instance=self.name)
         base = (self.config.redirect_base or self.base_url).rstrip("/")
         self.redirect_uri = f"{base}/{self.name}/callback"

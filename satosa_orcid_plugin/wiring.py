@@ -15,10 +15,10 @@ import logging
 from typing import Any
 
 from .config import PluginConfig, StoreSettings
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .orcid_client import OrcidClient, http_session
 from .services import AdminService, LoginService, SyncWorker, TokenRevoker
-from .store import Budget, Store
+from .store import HEAD_REVISION, Budget, Store
 from .tokens import TokenCipher
 
 log = logging.getLogger(__name__)
@@ -49,25 +49,36 @@ def build_client(config: PluginConfig, *, worker: bool = False) -> OrcidClient:
     return OrcidClient(config.orcid, session=session, observer=observe_orcid_request)
 
 
+def auto_upgrade(settings: StoreSettings) -> bool:
+    """Whether the schema is migrated on opening: ``store.auto_upgrade``, by default on SQLite
+    (where the proxy owns the file; PostgreSQL: ``satosa-orcid db upgrade``)."""
+    return settings.database_url.startswith("sqlite") if settings.auto_upgrade is None else settings.auto_upgrade
+
+
 def login_service(config: PluginConfig, *, instance: str | None = None) -> LoginService:
-    """The proxy's service. The schema is migrated at start-up when ``store.auto_upgrade`` says
-    so (default: on SQLite, where the proxy owns the file; PostgreSQL: ``satosa-orcid db upgrade``)."""
-    auto = config.store.auto_upgrade
-    if auto is None:
-        auto = config.store.database_url.startswith("sqlite")
-    return LoginService(config, build_client(config), build_store(config.store, instance=instance, upgrade=auto,
-                                                                  login=True))
+    """The proxy's service. The schema is migrated at start-up when :func:`auto_upgrade` says so."""
+    return LoginService(config, build_client(config), build_store(config.store, instance=instance,
+                                                                  upgrade=auto_upgrade(config.store), login=True))
 
 
 def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings | None = None,
-                  instance: str = "cli") -> AdminService:
+                  instance: str = "cli", migrate: bool = True) -> AdminService:
     """The CLI's service: from the plugin configuration, or (store-only commands) from
-    ``store_settings`` alone, without an ORCID client."""
+    ``store_settings`` alone, without an ORCID client. With ``migrate`` the store is treated as
+    the proxy treats it (:func:`auto_upgrade`: a SQLite file is migrated), and a schema left
+    behind is named with the command that fixes it instead of failing on a missing table."""
     settings = config.store if config is not None else store_settings
     if settings is None:
         raise ConfigError("store", "give the plugin configuration or the database settings")
     client = build_client(config) if config is not None else None
-    return AdminService(build_store(settings, instance=instance), client)
+    store = build_store(settings, instance=instance, upgrade=migrate and auto_upgrade(settings))
+    if migrate and not auto_upgrade(settings):
+        revision = store.db.schema_revision()
+        if revision is None or revision < HEAD_REVISION:
+            store.db.dispose()
+            raise StoreError(f"the database schema is {'empty' if revision is None else 'at ' + revision}, "
+                             f"this version needs {HEAD_REVISION}: run 'satosa-orcid db upgrade'")
+    return AdminService(store, client)
 
 
 def sync_worker(config: PluginConfig, *, owner: str | None = None, **sync_overrides: Any) -> SyncWorker:
@@ -86,4 +97,4 @@ def sync_worker(config: PluginConfig, *, owner: str | None = None, **sync_overri
     return SyncWorker(client, store.outbox, sync, limiter=limiter, owner=owner, revoker=TokenRevoker(client, store))
 
 
-__all__ = ["build_store", "build_client", "login_service", "admin_service", "sync_worker"]
+__all__ = ["build_store", "build_client", "auto_upgrade", "login_service", "admin_service", "sync_worker"]

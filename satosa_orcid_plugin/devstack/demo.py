@@ -425,30 +425,42 @@ def _connect_button_url(r) -> str:
     """The href of the "Connect" button of ORCID's notification (it opens in a new tab)."""
     from urllib.parse import urljoin
 
-    from bs4 import BeautifulSoup
+    from .scripted_browser import parse_html
 
-    link = BeautifulSoup(r.text, "html.parser").find("a", id="connect-institution")
+    link = parse_html(r.text).find("a", id="connect-institution")
     return urljoin(r.url, link["href"])
 
 
 def _title(page: str) -> str:
-    from bs4 import BeautifulSoup
+    from .scripted_browser import parse_html
 
-    tag = BeautifulSoup(page, "html.parser").find(["h1", "title"])
+    tag = parse_html(page).find(["h1", "title"])
     return tag.get_text(" ", strip=True) if tag else ""
 
 
 # --- entry points -----------------------------------------------------------------------
-def _banner(layout: DemoLayout) -> str:
+def _banner(layout: DemoLayout, journey: str = "login") -> str:
     from .demo_idp import DEMO_PASSWORD, DEMO_USERS
 
     users = ", ".join(DEMO_USERS)
+    if journey == "connect":
+        start = [
+            "satosa-orcid demo is running (Institutional Connect). Start on the ORCID side:",
+            "",
+            f"    {layout.emulator_url}/signin",
+            "",
+            "  1. 'Sign in with your institution' (ORCID sends you through the proxy to the demo IdP)",
+            f"  2. sign in at the demo IdP, then link the ORCID account {DEMO_ORCID_ID}",
+            "  3. press 'Connect' on ORCID's notification and authorize: the proxy shows",
+            "     'Your ORCID iD is connected'",
+            f"  4. then log in at the demo service {layout.sp_base}/ : eduPersonOrcid arrives without an ORCID step",
+        ]
+    else:
+        start = ["satosa-orcid demo is running. Open the demo service in a browser:", "", f"    {layout.sp_base}/"]
     return "\n".join(
         [
             "",
-            "satosa-orcid demo is running. Open the demo service in a browser:",
-            "",
-            f"    {layout.sp_base}/",
+            *start,
             "",
             f"  Institutional login (demo IdP): {users} / password {DEMO_PASSWORD}",
             f"  ORCID sign-in (emulator):       {DEMO_ORCID_ID} / password {DEMO_ORCID_PASSWORD}",
@@ -483,18 +495,50 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_demo(root: Path, ports: DemoPorts, once: bool, journey: str = "login") -> int:
-    """Run the demo; returns the process exit status. See the module docstring."""
+def own_proxy_layout(root: Path, ports: DemoPorts, proxy_conf: Path) -> DemoLayout:
+    """The layout around a deployment's own proxy configuration (``--proxy-conf``): the demo
+    IdP, SP and emulator are generated as usual, the proxy is the deployment's. Its relative
+    paths resolve from its directory (as when SATOSA runs there), its SAML frontend must be
+    named Saml2IDP and its backend Saml2 (SATOSA's example names), and BASE must be the
+    address the demo serves the proxy at."""
+    from .layout import BACKEND_NAME, FRONTEND_NAME
+
+    proxy_conf = Path(proxy_conf).absolute()
+    conf_dir = proxy_conf if proxy_conf.is_dir() else proxy_conf.parent
+    if not (conf_dir / "proxy_conf.yaml").is_file() or (proxy_conf.is_file() and proxy_conf.name != "proxy_conf.yaml"):
+        raise DemoError(f"--proxy-conf {proxy_conf}: give a proxy_conf.yaml (or its directory)")
+    root = Path(root).resolve()
+    with contextlib.chdir(conf_dir):
+        try:
+            layout = DemoLayout(root, ports, proxy_conf_dir=conf_dir)
+        except KeyError as exc:
+            raise DemoError(f"--proxy-conf: the demo needs a SAML frontend named {FRONTEND_NAME} and a SAML backend "
+                            f"named {BACKEND_NAME} (no {exc})") from None
+        base = str(layout.proxy_config(micro_services=False).get("BASE", "")).rstrip("/")
+    if base != layout.proxy_base:
+        raise DemoError(f"--proxy-conf: BASE is {base!r} but the demo serves the proxy at {layout.proxy_base}; "
+                        "set BASE to that (or choose the port with --port-base)")
+    return layout
+
+
+def run_demo(root: Path, ports: DemoPorts, once: bool, journey: str = "login",
+             proxy_conf: Path | None = None) -> int:
+    """Run the demo; returns the process exit status. See the module docstring.
+    ``proxy_conf``: run the deployment's own proxy configuration instead of the shipped one."""
     if journey not in JOURNEYS:
         _log(f"error: unknown journey {journey!r} (choose from {', '.join(JOURNEYS)})")
         return 2
     try:
         check_ports_free(ports)
         _log(f"preparing keys, metadata and secrets in {Path(root).resolve()}")
-        layout = DemoLayout(Path(root), ports)
+        layout = own_proxy_layout(root, ports, proxy_conf) if proxy_conf else DemoLayout(Path(root), ports)
     except DemoError as exc:
         _log(f"error: {exc}")
         return 2
+    if proxy_conf:
+        _log(f"your proxy ({layout.proxy_conf_dir}) must trust the demo SP ({layout.sp_metadata}, in its SAML "
+             f"frontend's metadata) and the demo IdP ({layout.idp_metadata}, in its SAML backend's metadata); "
+             f"the plugin gets the emulator's client and a demo link store through the environment")
     with _sigterm_as_interrupt():
         stack = DemoStack(layout)
         try:
@@ -508,7 +552,7 @@ def run_demo(root: Path, ports: DemoPorts, once: bool, journey: str = "login") -
                     return 0
                 _log(f"error: the SP received no {ORCID_ATTRIBUTE} (see {layout.logs_dir}/proxy.log)")
                 return 1
-            print(_banner(layout), flush=True)
+            print(_banner(layout, journey), flush=True)
             while True:
                 time.sleep(0.5)
                 stack.check_alive()
@@ -542,16 +586,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", default="demo-data", help="where keys, metadata and data are generated")
     parser.add_argument("--port-base", type=int, default=None,
                         help="proxy N, emulator N+1, IdP N+2, SP N+3 (default 8443, 8090, 8091, 8092)")
+    parser.add_argument("--proxy-conf", default=None,
+                        help="run your own proxy_conf.yaml instead of the shipped one (see the README, "
+                             "'Test against your own IdP/SP')")
     parser.add_argument("--journey", choices=JOURNEYS, default="login",
-                        help="with --once: login (the ORCID hop during a login) or connect "
-                             "(ORCID Institutional Connect first: institutional sign-in at ORCID "
-                             "through the proxy, connect, grant; then a login)")
+                        help="login (the ORCID hop during a login) or connect (ORCID Institutional "
+                             "Connect first: institutional sign-in at ORCID through the proxy, connect, "
+                             "grant; then a login). Without --once it says where each journey starts")
     args = parser.parse_args(argv)
     try:
         ports = DemoPorts.from_base(args.port_base) if args.port_base is not None else DemoPorts()
     except ValueError as exc:
         parser.error(str(exc))
-    return run_demo(Path(args.root), ports, args.once, args.journey)
+    return run_demo(Path(args.root), ports, args.once, args.journey,
+                    Path(args.proxy_conf) if args.proxy_conf else None)
 
 
 if __name__ == "__main__":  # pragma: no cover

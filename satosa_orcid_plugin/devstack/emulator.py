@@ -1087,6 +1087,53 @@ def serve_in_thread(app: Callable, host: str = "127.0.0.1", port: int = 0) -> Ru
     return RunningServer(host, server.port, f"http://{shown}:{server.port}", server, thread)
 
 
+CLIENT_FIELDS = ("client_id", "client_secret", "redirect_uris", "connect_redirect_uri", "member", "name")
+#: the client ``satosa-orcid emulator`` registers when given no ``--clients`` (local use only)
+LOCAL_CLIENT_ID = "APP-LOCAL00000000001"
+LOCAL_CLIENT_SECRET = "local-emulator-secret"
+
+
+def parse_clients(raw: str) -> list[ClientRegistration]:
+    """Client registrations from JSON (a list of objects with :data:`CLIENT_FIELDS`); raises
+    ValueError with one line naming what is wrong.
+
+    >>> parse_clients('[{"client_id": "APP-1", "client_secret": "s", "redirect_uris": ["https://p/orcid/callback"]}]')[0].member
+    True
+    >>> parse_clients('[{"client_id": "APP-1", "redirect_uri": "x"}]')
+    Traceback (most recent call last):
+    ValueError: client #1: unknown field 'redirect_uri' (fields: client_id, client_secret, redirect_uris, connect_redirect_uri, member, name)
+    """
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError("must be a non-empty JSON list of client objects")
+    clients = []
+    for i, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise ValueError(f"client #{i}: must be a JSON object")
+        unknown = sorted(set(item) - set(CLIENT_FIELDS))
+        if unknown:
+            raise ValueError(f"client #{i}: unknown field {unknown[0]!r} (fields: {', '.join(CLIENT_FIELDS)})")
+        for required in ("client_id", "client_secret"):
+            if not isinstance(item.get(required), str) or not item[required]:
+                raise ValueError(f"client #{i}: {required} is required (a string)")
+        uris = item.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u for u in uris):
+            raise ValueError(f"client #{i}: redirect_uris is required (a list of URLs)")
+        clients.append(ClientRegistration(**item))
+    return clients
+
+
+def local_client(proxy_base: str, name: str = "orcid") -> ClientRegistration:
+    """The client for local use: the plugin named ``name`` behind the proxy at ``proxy_base``
+    (its ``<base>/<name>/callback`` and Institutional Connect ``<base>/<name>/connect``)."""
+    base = proxy_base.rstrip("/")
+    return ClientRegistration(LOCAL_CLIENT_ID, LOCAL_CLIENT_SECRET, [f"{base}/{name}/callback"],
+                              member=True, name="Local Institution", connect_redirect_uri=f"{base}/{name}/connect")
+
+
 def make_app_from_env() -> Emulator:
     """Build the emulator from the environment (for gunicorn and ``satosa-orcid emulator``).
 
@@ -1102,12 +1149,9 @@ def make_app_from_env() -> Emulator:
         raise RuntimeError('ORCID_EMULATOR_CLIENTS is not set: give a JSON list like [{"client_id": "APP-...", '
                            '"client_secret": "...", "redirect_uris": ["http://127.0.0.1:8000/orcid/callback"]}]')
     try:
-        items = json.loads(raw)
-        if not isinstance(items, list):
-            raise ValueError("not a JSON list")
-        clients = [ClientRegistration(**item) for item in items]
-    except (ValueError, TypeError) as exc:
-        raise RuntimeError(f"ORCID_EMULATOR_CLIENTS is not a valid list of client registrations: {exc}") from None
+        clients = parse_clients(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"ORCID_EMULATOR_CLIENTS: {exc}") from None
     key = None
     key_path = os.environ.get("ORCID_EMULATOR_SIGNING_KEY")
     if key_path:

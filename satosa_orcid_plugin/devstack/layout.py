@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+#: the demo institution's scope (eduPersonPrincipalName user@scope), shibmd:Scope of the proxy
+DEMO_SCOPE = "demo.example.org"
 #: environment variable naming the layout directory, read by the demo IdP/SP app factories
 LAYOUT_ENV = "SATOSA_ORCID_DEMO_LAYOUT"
 DEMO_ORCID_CLIENT_ID = "APP-DEMO000000000001"
@@ -114,10 +116,12 @@ class DemoPorts:
 
 
 def find_proxy_conf() -> Path:
-    """The ``proxy_conf/`` directory: ``$SATOSA_ORCID_PROXY_CONF``, else the source checkout's."""
+    """The ``proxy_conf/`` directory: ``$SATOSA_ORCID_PROXY_CONF``, else the one shipped in the
+    package (``devstack/proxy_conf``: in a checkout a symbolic link to the top-level
+    ``proxy_conf/``, in the wheel a copy of it)."""
     configured = os.environ.get("SATOSA_ORCID_PROXY_CONF")
     candidates = [Path(configured)] if configured else []
-    candidates += [Path(__file__).resolve().parents[2] / "proxy_conf", Path.cwd() / "proxy_conf"]
+    candidates += [Path(__file__).parent / "proxy_conf", Path(__file__).resolve().parents[2] / "proxy_conf"]
     for candidate in candidates:
         if (candidate / "proxy_conf.yaml").is_file():
             return candidate.resolve()
@@ -389,6 +393,7 @@ class DemoLayout:
             "SATOSA_OIDC_SIGNING_KEY": str(k.oidc.key_path),
             "SATOSA_SP_METADATA": str(self.trusted_sps_dir),
             "SATOSA_IDP_METADATA": str(self.idp_metadata),
+            "SATOSA_IDP_SCOPE": DEMO_SCOPE,
             "SATOSA_OIDC_CLIENTS": str(self.oidc_clients_path),
             "SATOSA_OIDC_DB_URI": self.oidc_db_uri,
             "SATOSA_OIDC_SUB_HASH_SALT": self.secrets["oidc_sub_hash_salt"],

@@ -14,13 +14,125 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Callable, Iterable, Mapping
 from urllib.parse import urljoin
 
 import requests
-from bs4 import BeautifulSoup
 
-__all__ = ["Button", "Form", "parse_forms", "find_form", "has_button", "ScriptedBrowser", "BrowserError"]
+__all__ = ["Button", "Form", "parse_forms", "find_form", "has_button", "ScriptedBrowser", "BrowserError",
+           "Element", "parse_html"]
+
+
+# --- a small DOM over the standard library's html.parser -------------------------------
+# The demo must run from the wheel alone (no BeautifulSoup, a dev-only extra): these pages
+# are our own and the emulator's, so a tolerant tree with find/find_all/get_text suffices.
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+# Elements a new sibling start tag closes implicitly (HTML's optional end tags).
+_AUTO_CLOSE = {"option": {"option"}, "li": {"li"}, "p": {"p"}, "td": {"td", "th"}, "th": {"td", "th"},
+               "tr": {"tr"}}
+
+
+class Element:
+    """One element: ``name``, ``attrs``, ``children`` (elements and text strings).
+
+    >>> doc = parse_html('<div><a href="/x" id="go">Go <b>now</b></a><p>one<p>two</div>')
+    >>> doc.find("a", id="go")["href"], doc.find("a").get_text(" ", strip=True)
+    ('/x', 'Go now')
+    >>> [p.get_text() for p in doc.find_all("p")]
+    ['one', 'two']
+    """
+
+    def __init__(self, name: str, attrs: dict[str, str], parent: "Element | None" = None):
+        self.name, self.attrs, self.parent = name, attrs, parent
+        self.children: list["Element | str"] = []
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.attrs.get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        return self.attrs[key]
+
+    def has_attr(self, key: str) -> bool:
+        return key in self.attrs
+
+    def descendants(self) -> Iterable["Element"]:
+        for child in self.children:
+            if isinstance(child, Element):
+                yield child
+                yield from child.descendants()
+
+    def find_all(self, names: str | Iterable[str] | None = None, **attrs: str | bool) -> list["Element"]:
+        """Descendant elements named ``names`` (one or several) whose attributes match
+        ``attrs`` (a value, or True for "present")."""
+        wanted = {names} if isinstance(names, str) else (set(names) if names is not None else None)
+        out = []
+        for el in self.descendants():
+            if wanted is not None and el.name not in wanted:
+                continue
+            if all((key in el.attrs) if value is True else el.attrs.get(key) == value
+                   for key, value in attrs.items()):
+                out.append(el)
+        return out
+
+    def find(self, names: str | Iterable[str] | None = None, **attrs: str | bool) -> "Element | None":
+        found = self.find_all(names, **attrs)
+        return found[0] if found else None
+
+    def strings(self) -> Iterable[str]:
+        for child in self.children:
+            if isinstance(child, Element):
+                yield from child.strings()
+            else:
+                yield child
+
+    def get_text(self, separator: str = "", strip: bool = False) -> str:
+        parts = [s.strip() for s in self.strings()] if strip else list(self.strings())
+        return separator.join(p for p in parts if p) if strip else separator.join(parts)
+
+    @property
+    def string(self) -> str | None:
+        """The text of an element holding only text (a ``<script>``'s JSON), else None."""
+        if all(isinstance(c, str) for c in self.children):
+            return "".join(self.children)  # type: ignore[arg-type]
+        return None
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Element("[document]", {})
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        closes = _AUTO_CLOSE.get(tag)
+        if closes and self.current.name in closes:
+            self.current = self.current.parent or self.root
+        el = Element(tag, {k: (v if v is not None else "") for k, v in attrs}, self.current)
+        self.current.children.append(el)
+        if tag not in _VOID:
+            self.current = el
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        el = Element(tag, {k: (v if v is not None else "") for k, v in attrs}, self.current)
+        self.current.children.append(el)
+
+    def handle_endtag(self, tag: str) -> None:
+        node: Element | None = self.current
+        while node is not None and node is not self.root and node.name != tag:
+            node = node.parent
+        if node is not None and node is not self.root:  # an end tag without a start tag is ignored
+            self.current = node.parent or self.root
+
+    def handle_data(self, data: str) -> None:
+        self.current.children.append(data)
+
+
+def parse_html(page: str) -> Element:
+    """The document as an :class:`Element` tree (tolerant, like a browser, of missing end tags)."""
+    builder = _TreeBuilder()
+    builder.feed(page)
+    builder.close()
+    return builder.root
 
 
 class BrowserError(RuntimeError):
@@ -85,7 +197,7 @@ def _norm(text: str) -> str:
 
 def parse_forms(page: str, base_url: str) -> list[Form]:
     """Every ``<form>`` of ``page`` with its successful-control defaults and submit buttons."""
-    soup = BeautifulSoup(page, "html.parser")
+    soup = parse_html(page)
     forms = []
     for f in soup.find_all("form"):
         action = urljoin(base_url, f.get("action") or base_url)
@@ -233,7 +345,7 @@ class ScriptedBrowser:
         return parse_forms(response.text, response.url)
 
     def follow_link(self, response: requests.Response, text: str) -> requests.Response:
-        soup = BeautifulSoup(response.text, "html.parser")
+        soup = parse_html(response.text)
         want = _norm(text)
         for a in soup.find_all("a", href=True):
             if want in _norm(a.get_text(" ", strip=True)):

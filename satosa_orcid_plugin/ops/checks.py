@@ -5,12 +5,89 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_ORCID_REQUESTERS, parse_config
-from ..errors import ConfigError
+from ..config import DEFAULT_ORCID_REQUESTERS, PluginConfig, StoreSettings, parse_config
+from ..errors import ConfigError, StoreError
 from .cookie_size import check_config_warnings
-from .discovery import PLUGIN_MODULES, load_yaml
+from .discovery import PLUGIN_MODULES, load_yaml, proxy_env_problems
 
 RESERVED_STATE_KEYS = {"SATOSA_BASE", "ROUTER", "SESSION_ID", "CONSENT"}
+HINT_MODULES = ("satosa_orcid_plugin.OrcidRequestHint", "satosa_orcid_plugin.microservice.OrcidRequestHint")
+STORE_PROBE_SECONDS = 2.0  # libpq's smallest connect_timeout
+
+
+def plugin_startup_checks(raw_config: Any, cfg: PluginConfig,
+                          internal_attributes: Any) -> tuple[list[str], list[str]]:
+    """The mistakes the proxy itself refuses (problems, with their full key path) or warns
+    about (warnings, key paths within the plugin's ``config:``) at start-up; ``check-config``
+    reports the same."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    attrs = (internal_attributes or {}).get("attributes", {}) if isinstance(internal_attributes, dict) else {}
+    orcid_attr = attrs.get(cfg.orcid_attribute) if attrs else None
+    if isinstance(orcid_attr, dict) and any(str(n).startswith("urn:oid:") for n in orcid_attr.get("saml") or []):
+        problems.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.saml: use the friendly "
+                        "name eduPersonOrcid; the urn:oid form is silently dropped by SATOSA")
+    interstitial = (raw_config or {}).get("interstitial") if isinstance(raw_config, dict) else None
+    if cfg.interstitial.enabled and not (isinstance(interstitial, dict) and interstitial.get("institution")):
+        warnings.append('interstitial.institution: not set, the page before ORCID names '
+                        f'"{cfg.interstitial.institution}" (set your institution\'s name)')
+    return problems, warnings
+
+
+def store_checks(settings: StoreSettings, *, probe: bool = True) -> tuple[list[str], list[str]]:
+    """Whether the store can be opened: the SQLite file's directory can be created and
+    written, the PostgreSQL driver is installed (problems); with ``probe``, whether the
+    server answers within :data:`STORE_PROBE_SECONDS` and its schema is current (warnings:
+    the database may be down only right now). Nothing is created."""
+    import sqlalchemy as sa
+
+    from ..store import HEAD_REVISION, Budget, Database, create_store_engine, sqlite_directory
+
+    try:
+        url = sa.make_url(settings.database_url)
+    except Exception:  # noqa: BLE001 - parse_config already checked the scheme
+        return ["store.database_url: not a database URL"], []
+    try:
+        if url.drivername.startswith("sqlite"):
+            if url.database not in (None, "", ":memory:"):
+                sqlite_directory(url.database, create=False)
+            return [], []
+        engine = create_store_engine(settings.database_url,
+                                     Budget(connect=STORE_PROBE_SECONDS, call=STORE_PROBE_SECONDS))
+    except ConfigError as exc:
+        return [f"{exc.key}: {exc.problem}"], []
+    warnings: list[str] = []
+    if probe:
+        db = Database(engine)
+        try:
+            revision = db.schema_revision()
+        except StoreError as exc:
+            warnings.append(f"store.database_url: the database did not answer within {STORE_PROBE_SECONDS:g}s "
+                            f"({exc.message})")
+        else:
+            if (revision is None or revision < HEAD_REVISION) and settings.auto_upgrade is not True:
+                warnings.append(f"store.database_url: the schema is {'empty' if revision is None else 'at ' + revision}"
+                                f", this version needs {HEAD_REVISION}: run 'satosa-orcid db upgrade'")
+    engine.dispose()
+    return [], warnings
+
+
+def _module_problem(module: Any, where: str) -> str | None:
+    """A module path SATOSA cannot import (``pydoc.locate``, as SATOSA's plugin loader)."""
+    import pydoc
+
+    if not isinstance(module, str) or not module:
+        return f"{where}.module: missing"
+    try:
+        found = pydoc.locate(module)
+    except pydoc.ErrorDuringImport as exc:
+        return f"{where}.module: importing {module!r} fails: {type(exc.value).__name__}: {exc.value}"
+    if found is not None:
+        return None
+    hint = ""
+    if module.startswith("satosa_orcid_plugin") or "orcid" in module.lower():
+        hint = " (the plugin's classes are satosa_orcid_plugin.OrcidConnect and satosa_orcid_plugin.OrcidRequestHint)"
+    return f"{where}.module: cannot import {module!r}{hint}"
 
 
 def _module_entries(conf: Any, key: str) -> list[dict[str, Any]]:
@@ -26,15 +103,20 @@ def _module_entries(conf: Any, key: str) -> list[dict[str, Any]]:
     return out
 
 
-def check_proxy_config(path: Path, cookie_sample: Any = None) -> tuple[list[str], list[str]]:
-    """Problems and warnings of the proxy config at ``path``; ``cookie_sample`` (a mapping, see
-    ``cookie_size.WORST_CASE_SAMPLE``) is the login the state cookie estimate assumes."""
+def check_proxy_config(path: Path, cookie_sample: Any = None, *, probe: bool = True) -> tuple[list[str], list[str]]:
+    """``(problems, warnings)`` of the proxy_conf.yaml at ``path``, one line each. ``probe``:
+    also try to reach the store's server (a warning when it does not answer). ``cookie_sample``
+    (a mapping, see ``cookie_size.WORST_CASE_SAMPLE``) is the login the state cookie estimate
+    assumes."""
     problems: list[str] = []
     warnings: list[str] = []
     path = path.resolve()
     if not path.is_file():
         return [f"{path}: no such file"], []
     with contextlib.chdir(path.parent):  # SATOSA resolves the config's relative paths from here
+        unresolved = proxy_env_problems(path)
+        if unresolved:
+            return unresolved, []
         try:
             from satosa.satosa_config import SATOSAConfig
 
@@ -47,11 +129,20 @@ def check_proxy_config(path: Path, cookie_sample: Any = None) -> tuple[list[str]
         micro = _module_entries(conf, "MICRO_SERVICES")
         backends = _module_entries(conf, "BACKEND_MODULES")
         frontends = _module_entries(conf, "FRONTEND_MODULES")
+        import_problems = []
+        with _custom_module_paths(conf):
+            for key, entries in (("BACKEND_MODULES", backends), ("FRONTEND_MODULES", frontends),
+                                 ("MICRO_SERVICES", micro)):
+                for i, entry in enumerate(entries):
+                    problem = _module_problem(entry.get("module"), f"{key}[{entry.get('name') or i}]")
+                    if problem:
+                        import_problems.append(problem)
+        problems.extend(import_problems)
         names = [m.get("name") for m in micro]
         for n in {n for n in names if names.count(n) > 1}:
             problems.append(f"MICRO_SERVICES: name {n!r} is used twice (SATOSA silently drops one's endpoints)")
         plugins = [m for m in micro if m.get("module") in PLUGIN_MODULES]
-        if not plugins:
+        if not plugins and not any("orcid" in p.lower() for p in import_problems):
             problems.append("MICRO_SERVICES: no satosa_orcid_plugin.OrcidConnect entry")
         plugin_names = {str(b.get("name")) for b in backends + frontends}
         for m in plugins:
@@ -64,6 +155,13 @@ def check_proxy_config(path: Path, cookie_sample: Any = None) -> tuple[list[str]
             except ConfigError as exc:
                 problems.append(f"{where}.config.{exc.key}: {exc.problem}")
                 continue
+            startup_problems, startup_warnings = plugin_startup_checks(m.get("config"), cfg,
+                                                                       conf.get("INTERNAL_ATTRIBUTES"))
+            problems.extend(startup_problems)
+            warnings.extend(f"{where}.config.{w}" for w in startup_warnings)
+            store_problems, store_warnings = store_checks(cfg.store, probe=probe)
+            problems.extend(f"{where}.config.{p}" for p in store_problems)
+            warnings.extend(f"{where}.config.{w}" for w in store_warnings)
             orcid_attr = attrs.get(cfg.orcid_attribute)
             if orcid_attr is None:
                 problems.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}: missing "
@@ -71,8 +169,7 @@ def check_proxy_config(path: Path, cookie_sample: Any = None) -> tuple[list[str]
             else:
                 saml = orcid_attr.get("saml") or []
                 if any(str(n).startswith("urn:oid:") for n in saml):
-                    problems.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.saml: use the friendly "
-                                    "name eduPersonOrcid; the urn:oid form is silently dropped by SATOSA")
+                    pass  # plugin_startup_checks named it
                 elif "eduPersonOrcid" not in saml:
                     warnings.append(f"INTERNAL_ATTRIBUTES.attributes.{cfg.orcid_attribute}.saml: eduPersonOrcid not listed")
                 if not orcid_attr.get("openid"):
@@ -98,6 +195,61 @@ def check_proxy_config(path: Path, cookie_sample: Any = None) -> tuple[list[str]
         if conf.get("COOKIE_SECURE", True) is not True:
             warnings.append("COOKIE_SECURE: should be true in production (HTTPS)")
     return problems, warnings
+
+
+def startup_problems(path: Path) -> list[str]:
+    """The subset of :func:`check_proxy_config` that stops the proxy anyway, found before
+    SATOSA's loader runs (which would end each in a traceback): unset ``!ENV`` variables,
+    a configuration SATOSA cannot load, module paths that do not import, and the plugin's own
+    configuration and store. One line each; the store is not contacted."""
+    path = path.resolve()
+    if not path.is_file():
+        return [f"{path}: no such file"]
+    with contextlib.chdir(path.parent):
+        unresolved = proxy_env_problems(path)
+        if unresolved:
+            return unresolved
+        try:
+            from satosa.satosa_config import SATOSAConfig
+
+            conf = SATOSAConfig(str(path))
+        except Exception as exc:  # noqa: BLE001 - SATOSA raises plain exceptions for config errors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return [f"{path.name}: SATOSA cannot load it: {first[:300]}"]
+        problems = []
+        with _custom_module_paths(conf):
+            for key in ("BACKEND_MODULES", "FRONTEND_MODULES", "MICRO_SERVICES"):
+                for i, entry in enumerate(_module_entries(conf, key)):
+                    problem = _module_problem(entry.get("module"), f"{key}[{entry.get('name') or i}]")
+                    if problem:
+                        problems.append(problem)
+        for m in _module_entries(conf, "MICRO_SERVICES"):
+            if m.get("module") not in PLUGIN_MODULES:
+                continue
+            where = f"MICRO_SERVICES[{m.get('name')}]"
+            try:
+                cfg = parse_config(m.get("config"))
+            except ConfigError as exc:
+                problems.append(f"{where}.config.{exc.key}: {exc.problem}")
+                continue
+            problems += plugin_startup_checks(m.get("config"), cfg, conf.get("INTERNAL_ATTRIBUTES"))[0]
+            problems += [f"{where}.config.{p}" for p in store_checks(cfg.store, probe=False)[0]]
+        return problems
+
+
+@contextlib.contextmanager
+def _custom_module_paths(conf: Any):
+    """SATOSA's ``CUSTOM_PLUGIN_MODULE_PATHS``, on ``sys.path`` while modules are located."""
+    import sys
+
+    extra = [str(p) for p in conf.get("CUSTOM_PLUGIN_MODULE_PATHS") or []]
+    sys.path[:0] = extra
+    try:
+        yield
+    finally:
+        for p in extra:
+            if p in sys.path:
+                sys.path.remove(p)
 
 
 STABLE_SAML_IDS = {"eduPersonUniqueId", "subject-id", "eduPersonTargetedID", "pairwise-id"}

@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from ..tokens import TokenCipher
-from .database import BACKGROUND_BUDGET, HEAD_REVISION, MIGRATIONS_DIR, VERSION_TABLE, Budget, Database
+from .database import (BACKGROUND_BUDGET, HEAD_REVISION, MIGRATIONS_DIR, VERSION_TABLE, Budget, Database,
+                       create_store_engine, sqlite_directory)
 from .decisions import Decisions
 from .links import Link, Links
 from .once import Once
@@ -76,5 +77,6 @@ __all__ = [
     "Revocation", "Revocations",
     "ACTIVE", "REVOKED", "UNLINKED", "STATUSES", "PRODUCTION", "SANDBOX", "ENVIRONMENTS",
     "NOT_NOW", "NEVER", "DECISIONS", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES",
-    "ACTIVITIES_UPDATE", "HEAD_REVISION", "MIGRATIONS_DIR", "VERSION_TABLE", "utcnow",
+    "ACTIVITIES_UPDATE", "HEAD_REVISION", "MIGRATIONS_DIR", "VERSION_TABLE", "utcnow", "create_store_engine",
+    "sqlite_directory",
 ]

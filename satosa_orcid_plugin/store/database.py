@@ -96,7 +96,12 @@ def create_store_engine(database_url: str, budget: Budget = BACKGROUND_BUDGET) -
     if dialect in ("postgresql", "postgres"):
         if "+" not in url.drivername:  # psycopg 3 is the driver we ship with
             url = url.set(drivername="postgresql+psycopg")
-        return _postgresql_engine(url, budget)
+        try:
+            return _postgresql_engine(url, budget)
+        except ImportError as exc:  # the driver is an extra: satosa-orcid-plugin[postgres]
+            missing = getattr(exc, "name", None) or url.drivername
+            raise ConfigError("store.database_url", f"the PostgreSQL driver {missing!r} is not installed "
+                              "(pip install 'satosa-orcid-plugin[postgres]' installs psycopg)") from None
     raise ConfigError("database_url", f"unsupported database {dialect!r} (use sqlite or postgresql)")
 
 
@@ -214,6 +219,28 @@ def _bound_checkouts(engine: Engine, deadlines: _Deadlines) -> None:
                      and deadlines.disarm(dbapi_connection))
 
 
+def sqlite_directory(database: str, *, create: bool) -> Path:
+    """The directory of a SQLite file; ConfigError (one line) when it cannot be created or
+    written. Without ``create`` nothing is created (``check-config``)."""
+    directory = Path(database).expanduser().absolute().parent
+    key = "store.database_url"
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(key, f"the SQLite file's directory {directory} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "directory" if existing == directory else "parent directory"
+        raise ConfigError(key, f"the SQLite file's {what} {existing} is not writable by this user")
+    if create and existing != directory:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(key, f"the SQLite file's directory {directory} cannot be created: "
+                                   f"{exc.strerror or exc}") from None
+    return directory
+
+
 def _sqlite_engine(url: sa.URL, budget: Budget) -> Engine:
     in_memory = url.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {
@@ -223,7 +250,7 @@ def _sqlite_engine(url: sa.URL, budget: Budget) -> Engine:
     if in_memory:
         kwargs["poolclass"] = StaticPool  # one shared connection, or each one sees an empty database
     else:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        sqlite_directory(url.database, create=True)
     engine = sa.create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")

@@ -57,12 +57,12 @@ def test_oidc_rp_receives_eduperson_orcid_after_the_hop(
     action, fields = html_form_fields(page.get_data(as_text=True))
     authorize = satosa_app.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
     tokens, userinfo = rp_finish(satosa_app, oidc, demo_layout, follow_callback(satosa_app, orcid_consent(authorize)))
-    assert userinfo["eduperson_orcid"] == [JOSIAH]  # SATOSA releases extra-scope claims as lists (#457)
+    assert userinfo["eduperson_orcid"] == JOSIAH  # a JSON string (oidc_claim_type: string, the default)
     assert _claims(tokens["id_token"])["nonce"] == "rp-nonce"
 
     # second login: straight through, from the store
     tokens, userinfo = rp_finish(satosa_app, oidc, demo_layout, rp_login(satosa_app, oidc, demo_layout, idp_respond))
-    assert userinfo["eduperson_orcid"] == [JOSIAH]  # SATOSA releases extra-scope claims as lists (#457)
+    assert userinfo["eduperson_orcid"] == JOSIAH
 
 
 def test_oidc_rp_that_did_not_ask_for_the_scope_does_not_get_the_claim(
@@ -75,3 +75,56 @@ def test_oidc_rp_that_did_not_ask_for_the_scope_does_not_get_the_claim(
     tokens, userinfo = rp_finish(satosa_app, oidc, demo_layout,
                                  rp_login(satosa_app, oidc, demo_layout, idp_respond, scope="openid"))
     assert "eduperson_orcid" not in userinfo
+
+
+def test_scope_eduperson_orcid_is_an_alias_of_orcid(
+    satosa_app, oidc, demo_layout, idp_respond, orcid_consent, follow_callback,
+):
+    assert "eduperson_orcid" in oidc["scopes_supported"]
+    page = rp_login(satosa_app, oidc, demo_layout, idp_respond, scope="openid eduperson_orcid")
+    action, fields = html_form_fields(page.get_data(as_text=True))
+    authorize = satosa_app.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
+    tokens, userinfo = rp_finish(satosa_app, oidc, demo_layout, follow_callback(satosa_app, orcid_consent(authorize)))
+    assert userinfo["eduperson_orcid"] == JOSIAH
+
+
+def test_claim_type_array_releases_a_list(
+    satosa_config, demo_layout, idp_respond, orcid_consent, follow_callback, monkeypatch,
+):
+    """``oidc_claim_type: array``: eduPerson's multi-valued form, for RPs that want it."""
+    import satosa.frontends.openid_connect as oidc_frontend
+    from satosa.proxy_server import make_app
+    from werkzeug.test import Client
+
+    # the claim table is per process: put back whatever this test changes
+    monkeypatch.setitem(oidc_frontend.combine_values_by_claim, "eduperson_orcid",
+                        oidc_frontend.combine_values_by_claim["eduperson_orcid"])
+    orcid = next(m for m in satosa_config["MICRO_SERVICES"] if m["name"] == "orcid")
+    orcid["config"]["oidc_claim_type"] = "array"
+    client = Client(make_app(satosa_config))
+    config = json.loads(client.get("/.well-known/openid-configuration").get_data(as_text=True))
+    page = rp_login(client, config, demo_layout, idp_respond)
+    action, fields = html_form_fields(page.get_data(as_text=True))
+    authorize = client.post(path_and_query(action), data={**fields, "choice": "connect"}).headers["Location"]
+    tokens, userinfo = rp_finish(client, config, demo_layout, follow_callback(client, orcid_consent(authorize)))
+    assert userinfo["eduperson_orcid"] == [JOSIAH]
+
+
+def test_discovery_advertises_pkce_through_the_plugin_wsgi_entry(satosa_config):
+    from werkzeug.test import Client
+
+    from satosa_orcid_plugin.ops.wsgi import create_app
+
+    config = Client(create_app(satosa_config)).get("/.well-known/openid-configuration").get_json(force=True)
+    assert config["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_a_satosa_without_the_claim_table_keeps_lists_and_says_so(monkeypatch, caplog):
+    import satosa.frontends.openid_connect as oidc_frontend
+
+    from satosa_orcid_plugin.microservice import register_oidc_claim_type
+
+    monkeypatch.delattr(oidc_frontend, "combine_values_by_claim")
+    with caplog.at_level("WARNING", logger="satosa_orcid_plugin.microservice"):
+        register_oidc_claim_type("eduperson_orcid", "string")
+    assert "released as an array" in caplog.text

@@ -228,11 +228,18 @@ def test_with_the_orcid_microservice_the_login_detours_to_orcid(satosa_app, demo
 
 
 @WITHOUT_ORCID
-def test_oidc_frontend_code_flow_releases_eduperson_orcid_for_scope_orcid(satosa_config, demo_layout, idp_respond):
-    """OIDC RP -> proxy (pyop, stateless storage) -> SAML IdP -> proxy -> code -> token -> userinfo."""
+def test_oidc_frontend_code_flow_releases_eduperson_orcid_for_scope_orcid(satosa_config, demo_layout, idp_respond,
+                                                                          monkeypatch):
+    """OIDC RP -> proxy (pyop, stateless storage) -> SAML IdP -> proxy -> code -> token -> userinfo.
+    Without the plugin, SATOSA releases the claim as a list (its default for claims it does
+    not know); the plugin's micro-service registers it as a string (tests/flows/test_oidc.py)."""
     from urllib.parse import urlencode
 
+    import satosa.frontends.openid_connect as oidc_frontend
     from satosa.proxy_server import make_app
+
+    # the claim table is per process: an app with the plugin, built earlier, registered the claim
+    monkeypatch.delitem(oidc_frontend.combine_values_by_claim, "eduperson_orcid", raising=False)
 
     satosa_config["MICRO_SERVICES"] = [{
         "module": "satosa.micro_services.attribute_modifications.AddStaticAttributes",

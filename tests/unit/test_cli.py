@@ -168,7 +168,7 @@ def test_errors_are_one_line_and_non_zero(tmp_path):
     bad.write_text("module: satosa_orcid_plugin.OrcidConnect\nname: orcid\nconfig:\n  orcid: {client_secret: hush}\n")
     result = run("--config", str(bad), "links", "list")
     assert result.exit_code == 1
-    assert result.output.strip() == "satosa-orcid: satosa-orcid config: orcid.client_id: is required"
+    assert result.output.strip() == "satosa-orcid config: orcid.client_id: is required"  # the prefix once
     assert "hush" not in result.output
     usage = run("links", "list", env={"SATOSA_ORCID_DATABASE_URL": ""})
     assert usage.exit_code == 2
@@ -229,7 +229,7 @@ def test_check_config_wants_orcids_sandbox_sp_named_explicitly(tmp_path, proxy_e
 def test_console_script_help_works():
     out = subprocess.run([str(Path(sys.executable).parent / "satosa-orcid"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for command in ("links", "keys", "db", "check-config", "demo", "emulator", "stats"):
+    for command in ("links", "keys", "db", "check-config", "init", "demo", "emulator", "stats"):
         assert command in out.stdout
 
 

@@ -236,3 +236,11 @@ def test_connect_limits_default_to_what_real_users_need_and_stay_below_orcids_qu
     custom = parse_config(cfg(connect={"limits": {"client_rate": "0.5", "client_burst": 3, "trusted_proxies": 1}}))
     assert (custom.connect.limits.client_rate, custom.connect.limits.client_burst) == (0.5, 3)
     assert custom.connect.limits.trusted_proxies == 1
+
+
+def test_oidc_claim_type_is_a_string_unless_configured_as_an_array():
+    assert parse_config(cfg()).oidc_claim_type == "string"
+    assert parse_config(cfg(oidc_claim_type="array")).oidc_claim_type == "array"
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg(oidc_claim_type="list"))
+    assert e.value.key == "oidc_claim_type"

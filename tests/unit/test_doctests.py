@@ -4,9 +4,11 @@ import doctest
 import pytest
 
 from satosa_orcid_plugin import orcid_id, tokens
+from satosa_orcid_plugin.devstack import emulator, scripted_browser
+from satosa_orcid_plugin.ops import discovery
 
 
-@pytest.mark.parametrize("module", [orcid_id, tokens])
+@pytest.mark.parametrize("module", [orcid_id, tokens, scripted_browser, emulator, discovery])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
