@@ -477,10 +477,12 @@ class OrcidClient:
         with self._jwks_lock:
             if error is None:
                 self._jwks, self._jwks_fetched_at, self._jwks_failure = keys, self.clock(), None
+            elif fetch.warm:  # not remembered: the first callback asks ORCID itself
+                log.info("could not fetch ORCID's key set at start-up (the first callback fetches it): %s",
+                         error.message)
             else:
                 self._jwks_failure, self._jwks_failed_at = error, self.clock()
-                log.log(logging.INFO if fetch.warm else logging.WARNING, "could not fetch ORCID's key set%s: %s",
-                        " at start-up (the first callback fetches it)" if fetch.warm else "", error.message)
+                log.warning("could not fetch ORCID's key set: %s", error.message)
             fetch.keys, fetch.error = (keys or dict(self._jwks)), error
             if self._jwks_fetch is fetch:
                 self._jwks_fetch = None
