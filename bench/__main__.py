@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the families chdir into proxy_conf/; keep `bench` importable
     sys.path.insert(0, str(ROOT))
 
-FAMILIES = ("fast_path", "hop", "store", "throughput", "pacing")
+FAMILIES = ("fast_path", "hop", "store", "throughput", "pacing", "soak")
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*CFB has been moved.*")
 
-    from . import fast_path, hop_cost, pacing, report, store_scale, throughput
+    from . import fast_path, hop_cost, pacing, report, soak, store_scale, throughput
     from .common import Deployment, Row, machine_description, progress
 
     selected = args.only or list(FAMILIES)
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                         got = store_scale.run(tmp_path, args.postgres_url, quick=args.quick)
                     elif family == "throughput":
                         got = throughput.run(deployment, quick=args.quick)
+                    elif family == "soak":
+                        got = soak.run(tmp_path, args.postgres_url, quick=args.quick)
                     else:
                         got = pacing.run(tmp_path, args.postgres_url, quick=args.quick)
                 except Exception as exc:  # report it and go on with the other families

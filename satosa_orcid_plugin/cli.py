@@ -280,12 +280,24 @@ def keys_rotate(obj: Ctx) -> None:
 # --- config --------------------------------------------------------------------------
 @main.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False))
-def check_config(path: str) -> None:
+@click.option("--cookie-sample", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML describing the worst login to size SATOSA's state cookie for (attributes: {name: "
+                   "values}, value_length, relay_state_bytes, requester, extra_state); default: 200 long "
+                   "entitlements and an 80-byte RelayState.")
+def check_config(path: str, cookie_sample: str | None) -> None:
     """Load PATH (proxy_conf.yaml) as SATOSA does and report every problem with its key path."""
     from .ops.checks import check_proxy_config
 
+    sample = None
+    if cookie_sample:
+        import yaml
+
+        sample = yaml.safe_load(Path(cookie_sample).read_text(encoding="utf-8")) or {}
+        if not isinstance(sample, dict):
+            click.echo(f"error: {cookie_sample}: not a mapping", err=True)
+            sys.exit(1)
     notes: list[str] = []
-    problems, warnings = check_proxy_config(Path(path), notes=notes)
+    problems, warnings = check_proxy_config(Path(path), sample, notes=notes)
     for n in notes:
         click.echo(f"note: {n}")
     for w in warnings:

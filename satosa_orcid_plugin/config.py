@@ -225,7 +225,7 @@ class SyncSettings:
     burst: int = 36
     batch_size: int = 20
     poll_interval: float = 5.0
-    lease_seconds: int = 300
+    lease_seconds: int = 30  # a crashed worker's items wait this long; a clean stop releases them at once
     max_attempts: int = 12
     backoff_base: float = 30.0
     backoff_max: float = 3600.0
@@ -760,6 +760,6 @@ def _parse_sync(s: _Section) -> SyncSettings:
         raise ConfigError(s.key("backoff_max"), "must not be smaller than backoff_base")
     return SyncSettings(
         rate_per_second=rate, burst=max(burst, 1), batch_size=int(s.number("batch_size", 20)),
-        poll_interval=s.number("poll_interval", 5.0), lease_seconds=max(s.duration("lease", 300), 1),
+        poll_interval=s.number("poll_interval", 5.0), lease_seconds=max(s.duration("lease", 30), 1),
         max_attempts=max_attempts, backoff_base=base, backoff_max=top,
     )

@@ -2,9 +2,11 @@
 
 SATOSA carries ``context.state`` in its state cookie (JSON, compressed, encrypted; see
 ``state_to_cookie`` in SATOSA's ``src/satosa/state.py``), and browsers drop cookies over
-4096 bytes: the record is written compactly (short keys, no ``None`` values) and checked in
-one place on the way back (version, kind, every field's type, expiry). Nothing here imports
-SATOSA; the glue turns ``InternalData`` into a dict (``to_dict``) and back.
+4096 bytes. The record (with the whole login: ``InternalData.to_dict()``, every attribute) is
+therefore parked in the store, and the cookie carries only a :class:`Ticket`: kind, OAuth
+state, form token, expiry and the parked row's handle, about 130 bytes of JSON whatever the
+attributes. Both are checked in one place on the way back (version, kind, every field's type,
+expiry). Nothing here imports SATOSA; the glue turns ``InternalData`` into a dict and back.
 
 The callback is read as RFC 6749 section 4.1.2 describes the authorization response: the
 state first (in constant time), then ``error`` (section 4.1.2.1), then ``code``. The glue checks
@@ -28,7 +30,8 @@ from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 from .errors import BadCallback, OrcidOAuthError, StateMismatch, UserDenied
 
-VERSION = 1
+VERSION = 1          # the parked record
+TICKET_VERSION = 2   # the ticket in SATOSA's state
 MAX_PARAM_LENGTH = 2048
 Clock = Callable[[], float]
 
@@ -100,6 +103,67 @@ class FlowRecord:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What SATOSA's state cookie holds for a flow in progress: enough to refuse a forged
+    callback or form without a database read, and the handle of the parked record."""
+
+    kind: FlowKind
+    state: str
+    exp: int
+    handle: str
+    form: str | None = None
+
+    @classmethod
+    def of(cls, record: FlowRecord, handle: str) -> "Ticket":
+        return cls(record.kind, record.state, record.exp, handle, record.form)
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.exp, timezone.utc)
+
+    def state_matches(self, params: Mapping[str, Any]) -> bool:
+        got = param(params, "state")
+        return bool(got) and hmac.compare_digest(got.encode(), self.state.encode())
+
+    def form_matches(self, got: str | None) -> bool:
+        return bool(got) and self.form is not None and hmac.compare_digest(got.encode(), self.form.encode())
+
+    def matches(self, record: FlowRecord | None) -> bool:
+        """Whether the parked record is this ticket's (same kind and state)."""
+        return record is not None and record.kind is self.kind and hmac.compare_digest(
+            record.state.encode(), self.state.encode())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": TICKET_VERSION, "k": self.kind.value, "s": self.state, "x": self.exp,
+                               "p": self.handle}
+        if self.form is not None:
+            out["f"] = self.form
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, kinds: Iterable[FlowKind], *, now: float) -> "Ticket | None":
+        """The ticket, or None when it is not one of ``kinds``, malformed, or expired."""
+        if not isinstance(raw, dict) or raw.get("v") != TICKET_VERSION:
+            return None
+        kind = next((k for k in kinds if k.value == raw.get("k")), None)
+        state, exp, handle, form = raw.get("s"), raw.get("x"), raw.get("p"), raw.get("f")
+        if kind is None or not _is_int(exp) or exp < now:
+            return None
+        if not all(isinstance(v, str) and v for v in (state, handle)) or not (form is None or isinstance(form, str)):
+            return None
+        return cls(kind, state, exp, handle, form)
+
+
+def save_ticket(state: MutableMapping[str, Any], name: str, ticket: Ticket) -> None:
+    state[name] = ticket.to_dict()
+
+
+def ticket(state: Mapping[str, Any] | None, name: str, kinds: Iterable[FlowKind], *,
+           clock: Clock = time.time) -> Ticket | None:
+    return Ticket.from_dict(state.get(name) if state is not None else None, kinds, now=clock())
 
 
 def save(state: MutableMapping[str, Any], name: str, record: FlowRecord) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -39,7 +40,7 @@ from .flow import FlowKind, FlowRecord
 from .i18n import negotiate
 from .ops.checks import plugin_startup_checks
 from .ops import idp_metadata
-from .ops.cookie_size import warn_at_startup
+from .ops.cookie_size import BROWSER_COOKIE_LIMIT, state_cookie_bytes, warn_at_startup
 from .ops.health import health_endpoint
 from .orcid_id import OrcidId
 from .policy import Action
@@ -173,6 +174,10 @@ class OrcidConnect(ResponseMicroService):
         self.site = pages.Site.of(self.config.interstitial)
         self.headers = pages.headers(form_targets=(self.config.orcid.base_url,), logo_url=self.site.logo_url)
         warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
+        # Warm ORCID's key set in the background (each gunicorn worker builds the app after the
+        # fork), so the first callbacks after a deploy do not all wait for it. Never waits, never
+        # fails: with ORCID down the first callback fetches it within the ORCID timeouts.
+        self.service.client.prefetch_keys()
         if self._checks_scopes and not idp_metadata.known(self.base_url):
             log.warning("scope_check is %s but no SAML backend of this proxy is "
                         "satosa_orcid_plugin.ops.saml2_backend.SAMLBackend: the IdPs' shibmd:Scope values are unknown, "
@@ -235,8 +240,11 @@ class OrcidConnect(ResponseMicroService):
                           f"no {self.config.user_key_attribute!r} attribute in this login: no ORCID hop")
             return self._continue(context, data, None, outcome=decision.reason)
         hop = self.service.start_hop()
-        record = self._save(context, FlowKind.HOP, hop.state, data, nonce=hop.nonce, user=user_key, issuer=issuer,
-                            mode=decision.mode, form=flow.form_token())
+        try:
+            record = self._save(context, FlowKind.HOP, hop.state, data, nonce=hop.nonce, user=user_key, issuer=issuer,
+                                mode=decision.mode, form=flow.form_token())
+        except OrcidPluginError as exc:  # the store is down: no hop without a place to park the login
+            return self._park_failed(context, data, decision.mode, exc)
         self._metric("hop_started", "interstitial" if self.config.interstitial.enabled else "redirect")
         if not self.config.interstitial.enabled:
             self._log(context, logging.INFO, "not linked: sending the researcher to ORCID")
@@ -299,10 +307,9 @@ class OrcidConnect(ResponseMicroService):
 
     # --- ORCID sends the browser back ---------------------------------------------------
     def _callback(self, context: Context, reference: str) -> Any:
-        kinds = (FlowKind.HOP, FlowKind.CONNECT)
-        record, params = flow.peek(context.state, self.name, kinds), self._params(context)
-        data = self._login(record)
-        if record is None or (data is None and record.kind is FlowKind.HOP):
+        ticket = flow.ticket(context.state, self.name, (FlowKind.HOP, FlowKind.CONNECT))
+        params = self._params(context)
+        if ticket is None:
             flow.forget(context.state, self.name)
             done = self._done(context, params)
             if done is not None:  # this browser's hop already finished: a reload, or the back button
@@ -310,14 +317,18 @@ class OrcidConnect(ResponseMicroService):
                 return self._already_connected(context, reference, done)
             self._log(context, logging.WARNING, f"ORCID callback without a sign-in in progress (ref {reference})")
             return self._error_page(context, reference, "callback_expired")
-        if record.kind is FlowKind.HOP and not any(flow.param(params, k) for k in ("state", "code", "error")):
-            return self._refused(context, record, reference)
-        if not record.state_matches(params):
+        if ticket.kind is FlowKind.HOP and not any(flow.param(params, k) for k in ("state", "code", "error")):
+            return self._refused(context, ticket, reference)
+        if not ticket.state_matches(params):
             # Not this browser's callback (forged, or from another tab): the sign-in in
             # progress stays as it is, so the real callback can still finish it.
             self._log(context, logging.WARNING, f"ORCID callback with a wrong state refused (ref {reference})")
-            return self._error_page(context, reference, "wrong_state" if record.kind is FlowKind.HOP else "connect_failed")
+            return self._error_page(context, reference, "wrong_state" if ticket.kind is FlowKind.HOP else "connect_failed")
         flow.forget(context.state, self.name)  # one shot from here on
+        record = self._unpark(context, ticket, take=True)
+        data = self._login(record)
+        if record is None or (data is None and record.kind is FlowKind.HOP):
+            return self._lost(context, ticket, params, reference)
         if record.kind is FlowKind.HOP:
             # The browser went to ORCID and came back: counted here, because "Connect" is a link
             # the proxy never sees (hops_started counts the interstitials shown).
@@ -373,7 +384,7 @@ class OrcidConnect(ResponseMicroService):
         return self._error_page(context, reference, "already_connected", orcid_uri=note["o"],
                                 service=(name if isinstance(name, str) else None, url if isinstance(url, str) else None))
 
-    def _refused(self, context: Context, record: FlowRecord, reference: str) -> Any:
+    def _refused(self, context: Context, ticket: flow.Ticket, reference: str) -> Any:
         """ORCID answers ``invalid_scope`` and ``unsupported_response_type`` in the URL fragment,
         with no state (orcid-angular ``src/app/core/oauth/oauth.service.ts``): the browser comes
         back with no parameters the proxy can see. The researcher gets a page that says so and
@@ -383,11 +394,11 @@ class OrcidConnect(ResponseMicroService):
                   "request (invalid_scope or unsupported_response_type, in the URL fragment); check orcid.scopes "
                   f"against the client's registration at ORCID (ref {reference})")
         self._metric("failed", "orcid_refused")
-        return self._page(pages.translated("refused.html", self.config.interstitial.templates_dir, record.lang,
-                                           site=self.site, reference=reference, state=record.form,
+        return self._page(pages.translated("refused.html", self.config.interstitial.templates_dir, self._lang(context),
+                                           site=self.site, reference=reference, state=ticket.form,
                                            action=f"{self.endpoint_base}/choice"), "400 Bad Request")
 
-    def _code(self, record: FlowRecord, params: dict[str, Any]) -> str:
+    def _code(self, record: FlowRecord | flow.Ticket, params: dict[str, Any]) -> str:
         """The callback's code (state first, then error, then code); each callback once."""
         code = flow.parse_callback(params, record.state)
         if not self.service.claim_callback(record.state, record.expires_at):
@@ -397,17 +408,21 @@ class OrcidConnect(ResponseMicroService):
     # --- the interstitial's buttons -------------------------------------------------
     def _choice(self, context: Context, reference: str) -> Any:
         params = self._params(context)
-        record = flow.peek(context.state, self.name, (FlowKind.HOP,))
-        data = self._login(record)
-        if data is None or not record.form_matches(flow.param(params, "state")):
+        ticket = flow.ticket(context.state, self.name, (FlowKind.HOP,))
+        if ticket is None or not ticket.form_matches(flow.param(params, "state")):
             return self._error_page(context, reference, "expired")
         choice = flow.param(params, "choice")
+        if choice != "connect":
+            flow.forget(context.state, self.name)  # the login resumes here: one shot
+        record = self._unpark(context, ticket, take=choice != "connect")
+        data = self._login(record)
+        if record is None or data is None:
+            return self._lost(context, ticket, {}, reference)
         if choice == "connect":
             # The shipped page links to ORCID directly; an interstitial.html overridden from an
             # older release may still post "connect": it works as before (one more round trip).
             self._log(context, logging.INFO, "interstitial: connect posted; sending the researcher to ORCID")
             return Redirect(self._hop_url(record, data))
-        flow.forget(context.state, self.name)
         if choice == "skip":  # the page after ORCID refused the request
             refused = OrcidOAuthError("refused", "ORCID refused the authorize request (error in the URL fragment)")
             return self._after_error(context, data, record, refused, reference)
@@ -443,8 +458,13 @@ class OrcidConnect(ResponseMicroService):
             self._log(context, logging.WARNING, f"connect code rejected: {exc.code} (ref {reference})")
             return self._error_page(context, reference, "connect_rejected")
         user, issuer = self._use_marker(context, reference)
-        record = self._save(context, FlowKind.CONNECT, start.hop.state, nonce=start.hop.nonce,
-                            user=user, issuer=issuer, pending=start.handle)
+        try:
+            record = self._save(context, FlowKind.CONNECT, start.hop.state, nonce=start.hop.nonce,
+                                user=user, issuer=issuer, pending=start.handle)
+        except OrcidPluginError as exc:
+            self._log(context, logging.WARNING, f"connect could not be parked: {exc.code} (ref {reference})")
+            self._discard_pending(start.handle)
+            return self._error_page(context, reference, "connect_failed", code=exc.code)
         self._log(context, logging.INFO, "connect: verifying the ORCID account with a state-protected authorize")
         response = Redirect(self._hop_url(record, scopes=start.hop.scopes))
         response.headers.append(self._clear_marker())
@@ -517,11 +537,14 @@ class OrcidConnect(ResponseMicroService):
 
     def _confirm(self, context: Context, reference: str) -> Any:
         params = self._params(context)
-        record = flow.peek(context.state, self.name, (FlowKind.CONFIRM,))
-        data = self._login(record)
-        if data is None or not record.form_matches(flow.param(params, "state")):
+        ticket = flow.ticket(context.state, self.name, (FlowKind.CONFIRM,))
+        if ticket is None or not ticket.form_matches(flow.param(params, "state")):
             return self._error_page(context, reference, "expired")
         flow.forget(context.state, self.name)
+        record = self._unpark(context, ticket, take=True)
+        data = self._login(record)
+        if record is None or data is None:
+            return self._lost(context, ticket, {}, reference)
         response = self._confirmed(context, data, record, flow.param(params, "choice") == "yes", reference)
         if hasattr(response, "headers"):
             response.headers.append(clear_cookie(self.pending_cookie, path="/", samesite="None", secure=self.secure))
@@ -567,6 +590,39 @@ class OrcidConnect(ResponseMicroService):
                 log.warning("could not record a decision: %s", exc.code)
         return self._continue(context, data, None, outcome=f"declined_{decision}")
 
+    def _park_failed(self, context: Context, data: InternalData, mode: str | None, exc: OrcidPluginError) -> Any:
+        """No hop: the login could not be parked (the store is down); ``on_error`` decides."""
+        self._log(context, logging.ERROR, f"the login could not be parked for the ORCID hop ({exc.code}): {exc.message}")
+        self._metric("failed", exc.code)
+        if self.config.on_error == "fail" or mode == "require":
+            raise SATOSAAuthenticationError(context.state, f"ORCID iD could not be verified ({exc.code})")
+        return self._continue(context, data, None, outcome=f"error_{exc.code}")
+
+    def _lost(self, context: Context, ticket: flow.Ticket, params: dict[str, Any], reference: str) -> Any:
+        """The browser names a flow whose parked record is gone (expired, already finished,
+        or the store cannot be read): the login cannot resume. A replayed callback gets the
+        replay page; otherwise the service gets a failed login (SATOSA's frontend answers it)."""
+        if params:
+            try:
+                self._code(ticket, params)
+            except CallbackReplayed:
+                self._log(context, logging.WARNING, f"replayed ORCID callback refused (ref {reference})")
+                return self._error_page(context, reference, "replayed")
+            except OrcidPluginError:
+                pass
+        self._log(context, logging.WARNING, "the login parked for the ORCID hop is gone (expired, finished, or the "
+                  f"store is unreachable): it cannot resume (ref {reference})")
+        self._metric("failed", "parked_missing")
+        if ticket.kind is FlowKind.CONNECT:  # no service waits; the pending grant is reaped when it expires
+            return self._error_page(context, reference, "connect_failed", code="parked_missing")
+        raise SATOSAAuthenticationError(context.state, f"the sign-in in progress could not be resumed (ref {reference})")
+
+    def _discard_pending(self, handle: str | None) -> None:
+        try:
+            self.service.discard_pending(handle)
+        except OrcidPluginError as exc:  # reaped (and revoked) when it expires
+            log.warning("could not discard a pending ORCID connection: %s", exc.code)
+
     def _after_error(self, context: Context, data: InternalData, record: FlowRecord, exc: OrcidPluginError,
                      reference: str) -> Any:
         self._log(context, logging.WARNING, f"ORCID hop failed: {exc.code}: {exc.message} (ref {reference})")
@@ -578,9 +634,17 @@ class OrcidConnect(ResponseMicroService):
     # --- state ------------------------------------------------------------------------------
     def _save(self, context: Context, kind: FlowKind, state: str, data: InternalData | None = None,
               **fields: Any) -> FlowRecord:
+        """Park the flow in the store (StoreError when it is down) and put its ticket in SATOSA's state."""
         record = FlowRecord.new(kind, state=state, ttl=self.config.flow_ttl_seconds, lang=self._lang(context),
                                 login=data.to_dict() if data is not None else None, **fields)
-        flow.save(context.state, self.name, record)
+        handle = self.service.park(record.to_dict(), self.config.flow_ttl_seconds)
+        flow.save_ticket(context.state, self.name, flow.Ticket.of(record, handle))
+        size = state_cookie_bytes(context.state)
+        if size is not None and size > BROWSER_COOKIE_LIMIT:
+            self._log(context, logging.WARNING, f"SATOSA's state cookie is about {size} bytes, over the {BROWSER_COOKIE_LIMIT} "
+                      "browsers keep: this browser will drop it and the login cannot finish (the ORCID plugin's "
+                      f"share is {len(json.dumps(context.state[self.name]))} bytes; the rest is SATOSA's and the other "
+                      "plugins')")
         return record
 
     def _record_issuer(self, record: FlowRecord, data: InternalData) -> str:
@@ -592,6 +656,16 @@ class OrcidConnect(ResponseMicroService):
         if issuer is None:
             raise MissingFlowState("the login in progress names no IdP")
         return issuer
+
+    def _unpark(self, context: Context, ticket: flow.Ticket, *, take: bool) -> FlowRecord | None:
+        """The ticket's parked record (taken: single use), or None when it is gone or unreadable."""
+        try:
+            raw = self.service.unpark(ticket.handle, take=take)
+        except OrcidPluginError as exc:
+            self._log(context, logging.ERROR, f"the login parked for the ORCID hop could not be read ({exc.code})")
+            return None
+        record = FlowRecord.from_dict(raw, (ticket.kind,), now=time.time())
+        return record if ticket.matches(record) else None
 
     @staticmethod
     def _login(record: FlowRecord | None) -> InternalData | None:

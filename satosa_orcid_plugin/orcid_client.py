@@ -99,6 +99,7 @@ class _KeyFetch:
         self.done = threading.Event()
         self.keys: dict[str, jwt.PyJWK] = {}
         self.error: OrcidError | None = None
+        self.warm = False  # a start-up warm-up: its failure is no news (the first callback tries again)
 
 
 def http_session(*, transport_retries: bool, user_agent: str = "satosa-orcid-plugin") -> requests.Session:
@@ -422,7 +423,7 @@ class OrcidClient:
         if "openid" in self.settings.scopes:
             with self._jwks_lock:
                 if not self._jwks:
-                    self._start_key_fetch()
+                    self._start_key_fetch(warm=True)
 
     def _signing_key(self, kid: str) -> jwt.PyJWK:
         started = time.monotonic()
@@ -452,7 +453,7 @@ class OrcidClient:
     def _key_failure_cached(self, now: float) -> bool:
         return self._jwks_failure is not None and now - self._jwks_failed_at < JWKS_FAILURE_TTL_SECONDS
 
-    def _start_key_fetch(self) -> _KeyFetch:
+    def _start_key_fetch(self, *, warm: bool = False) -> _KeyFetch:
         """The fetch in flight, or a new one on a background thread (call with the lock held)."""
         fetch = self._jwks_fetch
         abandoned = fetch is not None and (fetch.pid != os.getpid()
@@ -460,6 +461,7 @@ class OrcidClient:
         if fetch is not None and not fetch.done.is_set() and not abandoned:
             return fetch
         fetch = self._jwks_fetch = _KeyFetch()
+        fetch.warm = warm
         threading.Thread(target=self._run_key_fetch, args=(fetch,), name="orcid-jwks", daemon=True).start()
         return fetch
 
@@ -475,6 +477,9 @@ class OrcidClient:
         with self._jwks_lock:
             if error is None:
                 self._jwks, self._jwks_fetched_at, self._jwks_failure = keys, self.clock(), None
+            elif fetch.warm:  # not remembered: the first callback asks ORCID itself
+                log.info("could not fetch ORCID's key set at start-up (the first callback fetches it): %s",
+                         error.message)
             else:
                 self._jwks_failure, self._jwks_failed_at = error, self.clock()
                 log.warning("could not fetch ORCID's key set: %s", error.message)

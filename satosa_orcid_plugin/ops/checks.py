@@ -137,11 +137,13 @@ def _user_key_notes(where: str, cfg: Any, backends: list[dict[str, Any]], proble
             warnings.append(message)
 
 
-def check_proxy_config(path: Path, *, probe: bool = True,
+def check_proxy_config(path: Path, cookie_sample: Any = None, *, probe: bool = True,
                        notes: list[str] | None = None) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` of the proxy_conf.yaml at ``path``, one line each. ``probe``:
-    also try to reach the store's server (a warning when it does not answer). ``notes`` (when
-    given) receives what the configuration means where it matters for security (user keys)."""
+    also try to reach the store's server (a warning when it does not answer). ``cookie_sample``
+    (a mapping, see ``cookie_size.WORST_CASE_SAMPLE``) is the login the state cookie estimate
+    assumes. ``notes`` (when given) receives what the configuration means where it matters for
+    security (user keys)."""
     notes = notes if notes is not None else []
     problems: list[str] = []
     warnings: list[str] = []
@@ -225,7 +227,7 @@ def check_proxy_config(path: Path, *, probe: bool = True,
                         warnings.append(f"FRONTEND_MODULES[{f.get('name')}].config.provider.extra_scopes: no scope "
                                         f"releases {claim!r} (add orcid: [{claim}])")
         warnings.extend(_orcid_identifier_warnings(frontends, attrs, plugins))
-        warnings.extend(check_config_warnings(conf, attrs, frontends, backends, plugins))  # state cookie size
+        warnings.extend(check_config_warnings(conf, attrs, frontends, backends, plugins, cookie_sample))  # state cookie size
         if conf.get("COOKIE_HTTPONLY") is not True:
             warnings.append("COOKIE_HTTPONLY: set it to true (SATOSA's default leaves the state cookie readable by scripts)")
         if conf.get("COOKIE_SECURE", True) is not True:

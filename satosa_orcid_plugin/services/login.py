@@ -118,6 +118,15 @@ class LoginService:
         return self.client.authorize_url(redirect_uri=redirect_uri, state=state, nonce=nonce, prefill=prefill,
                                          lang=lang, scopes=scopes)
 
+    # --- the login parked while the browser is at ORCID -------------------------------
+    def park(self, payload: dict[str, Any], ttl: int) -> str:
+        """Keep a flow (the whole login) in the store; returns the handle SATOSA's state carries."""
+        return self.store.parked.park(payload, ttl)
+
+    def unpark(self, handle: str, *, take: bool) -> dict[str, Any] | None:
+        """The parked flow, or None when it is gone; ``take`` removes it (single use)."""
+        return self.store.parked.take(handle) if take else self.store.parked.get(handle)
+
     def claim_callback(self, state: str, expires_at: datetime) -> bool:
         """True the first time a callback for this OAuth state is processed, False on replay."""
         return self._claim("state", state, expires_at)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Callable
 
 from ..errors import OrcidError, StoreError
 from ..metrics import record_revocation
@@ -85,11 +86,17 @@ class TokenRevoker:
         record_revocation(reason, "queued")
         return False
 
-    def drain(self, limit: int = 50, *, ids: tuple[int, ...] | None = None) -> int:
+    def drain(self, limit: int = 50, *, ids: tuple[int, ...] | None = None,
+              stopping: Callable[[], bool] | None = None) -> int:
         """Revoke due queued tokens (or the rows ``ids``); returns how many ORCID confirmed.
+        When ``stopping()`` turns true, the rows not tried yet are given back at once.
         Raises StoreError when the database is away (the callers decide whether that matters)."""
         done = 0
-        for item in self.store.revocations.claim(limit, ids=ids):
+        claimed = self.store.revocations.claim(limit, ids=ids)
+        for index, item in enumerate(claimed):
+            if stopping is not None and stopping():
+                self.store.revocations.release(claimed[index:])
+                break
             done += self._attempt(item)
         return done
 

@@ -50,7 +50,6 @@ from .revocation import TokenRevoker
 
 log = logging.getLogger(__name__)
 
-LEASE_MARGIN_SECONDS = 30.0
 
 
 @dataclass
@@ -114,21 +113,24 @@ class SyncWorker:
         """Process every item that is due (at ``now``, default the clock), then return."""
         report = SyncReport()
         if self.revoker is not None:  # tokens no link holds, whose revoke failed before
-            report.tokens_revoked = self.revoker.drain()
+            report.tokens_revoked = self.revoker.drain(stopping=self._stopping)
         while not self._stopping():
             batch = self.outbox.claim(self.owner, self.settings.batch_size, self.settings.lease_seconds,
                                       now or self.clock())
             if not batch:
                 break
             report.claimed += len(batch)
-            # Stop well before the lease runs out, or another worker may take the item too.
-            deadline = time.monotonic() + max(self.settings.lease_seconds - LEASE_MARGIN_SECONDS,
-                                              self.settings.lease_seconds / 2)
+            # Items not started within half the lease are given back (and all of them when the
+            # worker is told to stop); the one started gets a full lease of its own.
+            deadline = time.monotonic() + self.settings.lease_seconds / 2
             for index, item in enumerate(batch):
                 if self._stopping() or time.monotonic() > deadline:
                     self.outbox.release(batch[index:])
                     report.released += len(batch) - index
                     return report
+                if index and not self.outbox.renew(item, self.settings.lease_seconds):
+                    report.released += 1  # our lease ran out: someone else has it now
+                    continue
                 self.process(item, report, now)
             if max_items is not None and report.claimed >= max_items:
                 break
@@ -290,4 +292,4 @@ class SyncWorker:
         report.retried += 1
 
 
-__all__ = ["SyncWorker", "SyncReport", "LEASE_MARGIN_SECONDS"]
+__all__ = ["SyncWorker", "SyncReport"]

@@ -1,5 +1,5 @@
 """The link store: links and their encrypted tokens, decisions, the affiliation outbox,
-pending links, single-use markers and the shared rate-limit bucket, over one database.
+pending links, logins parked during a hop, single-use markers and the shared rate-limit bucket, over one database.
 
 ::
 
@@ -25,6 +25,7 @@ from .decisions import Decisions
 from .links import Link, Links
 from .once import Once
 from .outbox import ACTIVITIES_UPDATE, Item, Outbox
+from .parked import ParkedLogins
 from .pending import Pending, PendingLinks
 from .revocations import Revocation, Revocations
 from .ratelimit import DEFAULT_BUCKET, RateLimiter
@@ -45,6 +46,7 @@ class Store:
         self.outbox = Outbox(db, self.links)
         self.pending = PendingLinks(db, self.vault)
         self.once = Once(db)
+        self.parked = ParkedLogins(db, cipher)
 
     @classmethod
     def from_url(
@@ -71,7 +73,7 @@ class Store:
 
 
 __all__ = [
-    "Store", "Database", "Budget", "BACKGROUND_BUDGET", "Link", "Item", "Pending", "Outbox", "RateLimiter",
+    "Store", "Database", "ParkedLogins", "Budget", "BACKGROUND_BUDGET", "Link", "Item", "Pending", "Outbox", "RateLimiter",
     "Revocation", "Revocations",
     "ACTIVE", "REVOKED", "UNLINKED", "STATUSES", "PRODUCTION", "SANDBOX", "ENVIRONMENTS",
     "NOT_NOW", "NEVER", "DECISIONS", "GLOBAL_ISSUER", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES",

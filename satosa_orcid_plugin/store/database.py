@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration in migrations/versions (a test keeps this in step with alembic's head).
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 VERSION_TABLE = "orcid_alembic_version"  # not "alembic_version": the database may be shared
 # Migrations wait this long for another process's migration (SQLite busy timeout); on
 # PostgreSQL they run without statement/lock timeout, serialised by an advisory lock.

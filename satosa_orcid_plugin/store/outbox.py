@@ -258,6 +258,11 @@ class Outbox:
             ).all()
             return [_item(row) for row in rows]
 
+    def renew(self, item: Item, lease_seconds: float) -> bool:
+        """Extend ``item``'s lease to ``lease_seconds`` from now (the worker starts on it);
+        False when the lease is no longer ours."""
+        return self._guarded(item, lease_until=self.db.now() + timedelta(seconds=lease_seconds))
+
     def _guarded(self, item: Item, **values: Any) -> bool:
         """Update the row only while ``item``'s lease is still ours."""
         values.setdefault("updated_at", self.db.now())

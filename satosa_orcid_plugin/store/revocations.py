@@ -25,7 +25,7 @@ from .vault import Vault
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60  # a revoke is one POST bounded by the ORCID timeouts
+LEASE_SECONDS = 30  # a revoke is one POST bounded by the ORCID timeouts (3 + 10 s by default)
 
 
 @dataclass(frozen=True, repr=False)
@@ -134,6 +134,13 @@ class Revocations:
                 row.lease_until = now + timedelta(seconds=lease_seconds)
                 claimed.append(Revocation(row.id, token, row.orcid, row.reason, row.attempts))
         return claimed
+
+    def release(self, revocations: list[Revocation]) -> None:
+        """Give back leases we did not use (the worker is stopping)."""
+        if revocations:
+            with self.db.transaction() as session:
+                session.execute(sa.update(RevocationRow).where(RevocationRow.id.in_([r.id for r in revocations]))
+                                .values(lease_until=None))
 
     def done(self, revocation: Revocation) -> None:
         """ORCID revoked the token: forget it."""

@@ -231,3 +231,15 @@ class RevocationRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ParkedRow(Base):
+    """A login parked during an ORCID hop (encrypted), named by a hash of the cookie's handle."""
+
+    __tablename__ = "orcid_parked"
+    __table_args__ = (sa.Index("ix_orcid_parked_expires_at", "expires_at"),)
+
+    handle_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    data_enc: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

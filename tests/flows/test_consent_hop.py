@@ -76,7 +76,7 @@ def test_first_login_hops_once_and_the_sp_receives_the_verified_id(
     start_login(satosa_app, demo_sp)
     released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)
     assert released.attributes["eduPersonOrcid"] == [JOSIAH]
-    assert orcid_emulator.requests == []
+    assert [r.path for r in orcid_emulator.requests if r.path != "/oauth/jwks"] == []  # (keys: warmed at start)
 
 
 def test_deny_at_orcid_continues_without_the_attribute_and_is_remembered(
@@ -104,7 +104,7 @@ def test_interstitial_not_now_and_never_skip_orcid(
     start_login(satosa_app, demo_sp)
     released = sp_receive(idp_respond(satosa_app, "alice"), demo_sp)  # not asked again
     assert "eduPersonOrcid" not in released.attributes
-    assert orcid_emulator.requests == []
+    assert [r.path for r in orcid_emulator.requests if r.path != "/oauth/jwks"] == []  # (keys: warmed at start)
 
 
 def test_interstitial_speaks_the_browsers_language_and_passes_it_to_orcid(
@@ -438,3 +438,161 @@ def test_orcid_refusing_the_request_in_the_fragment_gets_a_page_and_a_clean_way_
             demo_sp.parse_response(fields["SAMLResponse"])
         assert type(info.value).__name__.startswith("Status")
     assert stored_link(demo_layout) is None
+
+
+# --- the login parked in the store during the hop (SATOSA's state cookie keeps a ticket) -----
+def _long_entitlements(n: int = 200) -> list[str]:
+    """Opaque 46-character values, as universities release group lists."""
+    import hashlib
+
+    return [f"urn:x:{hashlib.sha256(str(i).encode()).hexdigest()[:40]}" for i in range(n)]
+
+
+def _state_of(client, satosa_config):
+    """SATOSA's state as the browser holds it now, decrypted with the proxy's own key."""
+    import os
+
+    from satosa.state import State
+
+    cookie = client.get_cookie(satosa_config["COOKIE_STATE_NAME"])
+    key = satosa_config.get("STATE_ENCRYPTION_KEY") or os.environ["SATOSA_STATE_ENCRYPTION_KEY"]
+    return cookie, State(cookie.value, key)
+
+
+def test_a_login_with_200_long_entitlements_completes_with_the_hop_and_a_small_state_cookie(
+    satosa_config, demo_sp, demo_layout, orcid_consent, follow_callback, sp_receive, start_login, idp_respond,
+    monkeypatch,
+):
+    from satosa_orcid_plugin.devstack import demo_idp
+    from satosa_orcid_plugin.ops.cookie_size import plugin_share
+
+    entitlements = _long_entitlements()
+    plain = demo_idp.demo_user_attributes
+    monkeypatch.setattr(demo_idp, "demo_user_attributes",
+                        lambda user: {**plain(user), "eduPersonEntitlement": entitlements})
+    config = copy.deepcopy(satosa_config)
+    config["INTERNAL_ATTRIBUTES"]["attributes"]["edupersonentitlement"] = {
+        "saml": ["eduPersonEntitlement"], "openid": ["eduperson_entitlement"]}
+    client = Client(make_app(config))
+    start_login(client, demo_sp)
+    authorize = to_orcid(client, idp_respond(client, "alice"))
+    cookie, state = _state_of(client, config)
+    header = len(f"{cookie.key}={cookie.value}") + 60  # with Path, Secure, HttpOnly, SameSite
+    share = plugin_share(state, "orcid")
+    print(f"state cookie during the hop: about {header} bytes, the plugin's share {share} bytes")
+    assert share <= 300 and header < 4096
+    assert "edupersonentitlement" not in repr(state.state_dict)  # the login is parked in the store...
+    parked = _parked_login(demo_layout, state["orcid"]["p"])
+    assert parked["flow"]["attributes"]["edupersonentitlement"] == entitlements  # ...whole
+    released = sp_receive(follow_callback(client, orcid_consent(authorize)), demo_sp)
+    assert released.attributes["eduPersonOrcid"] == [JOSIAH]
+    assert released.attributes["eduPersonPrincipalName"] == ["alice@demo.example.org"]
+    # single use: nothing is left parked once the login resumed
+    import sqlite3
+
+    with sqlite3.connect(demo_layout.database_url.removeprefix("sqlite:///")) as db:
+        assert db.execute("SELECT count(*) FROM orcid_parked").fetchone() == (0,)
+
+
+def _parked_login(demo_layout, handle: str) -> dict:
+    from satosa_orcid_plugin.store import Store
+    from satosa_orcid_plugin.tokens import TokenCipher
+
+    env = demo_layout.env()
+    store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
+    try:
+        return store.parked.get(handle)
+    finally:
+        store.db.dispose()
+
+
+def _break_parking(demo_layout) -> None:
+    """The store refuses to park (the table is gone): links still read, parking fails."""
+    import sqlite3
+
+    with sqlite3.connect(demo_layout.database_url.removeprefix("sqlite:///")) as db:
+        db.execute("DROP TABLE orcid_parked")
+
+
+@pytest.mark.parametrize("on_error", ["continue", "fail"])
+def test_a_store_that_cannot_park_the_login_leaves_it_to_on_error(
+    satosa_config, demo_sp, demo_layout, start_login, idp_respond, sp_receive, form_fields, on_error, caplog,
+):
+    from saml2.response import StatusAuthnFailed
+
+    client = app_with(satosa_config, on_error=on_error)
+    start_login(client, demo_sp)  # the proxy has migrated the store by now
+    _break_parking(demo_layout)
+    response = idp_respond(client, "alice")
+    assert any("could not be parked" in r.getMessage() for r in caplog.records)
+    if on_error == "continue":
+        released = sp_receive(response, demo_sp)
+        assert released.attributes["eduPersonPrincipalName"] == ["alice@demo.example.org"]
+        assert "eduPersonOrcid" not in released.attributes
+    else:
+        _, back = form_fields(response.get_data(as_text=True))
+        with pytest.raises(StatusAuthnFailed):
+            demo_sp.parse_response(back["SAMLResponse"])
+
+
+def test_a_parked_login_gone_at_the_callback_fails_cleanly_back_to_the_sp(
+    satosa_app, demo_sp, demo_layout, hop, orcid_consent, form_fields, orcid_emulator, caplog,
+):
+    import sqlite3
+
+    from saml2.response import StatusAuthnFailed
+
+    callback = orcid_consent(hop())
+    with sqlite3.connect(demo_layout.database_url.removeprefix("sqlite:///")) as db:
+        assert db.execute("DELETE FROM orcid_parked").rowcount == 1  # expired, or lost with the database
+    response = satosa_app.get(path_and_query(callback))
+    _, back = form_fields(response.get_data(as_text=True))
+    with pytest.raises(StatusAuthnFailed):
+        demo_sp.parse_response(back["SAMLResponse"])
+    [line] = [r.getMessage() for r in caplog.records if "parked for the ORCID hop is gone" in r.getMessage()]
+    assert "(ref " in line
+    # nothing was exchanged, so ORCID holds no token for it
+    assert not [r for r in orcid_emulator.requests if r.path == "/oauth/token"]
+    assert stored_link(demo_layout) is None
+
+
+# --- ORCID's key set, warmed when the proxy (each gunicorn worker) starts -------------------------
+def test_each_proxy_start_warms_orcids_key_set_and_the_first_callback_uses_it(
+    satosa_config, orcid_emulator, demo_sp, orcid_consent, follow_callback, sp_receive, start_login, idp_respond,
+):
+    import time
+
+    def jwks_calls() -> int:
+        return len([r for r in orcid_emulator.requests if r.path == "/oauth/jwks"])
+
+    client = Client(make_app(satosa_config))  # what a gunicorn worker does after the fork
+    deadline = time.monotonic() + 30
+    while jwks_calls() < 1:
+        assert time.monotonic() < deadline, "the proxy never fetched ORCID's key set"
+        time.sleep(0.05)
+    start_login(client, demo_sp)
+    released = sp_receive(follow_callback(client, orcid_consent(to_orcid(client, idp_respond(client, "alice")))), demo_sp)
+    assert released.attributes["eduPersonOrcid"] == [JOSIAH]
+    assert jwks_calls() == 1  # the callback verified the id_token with the warmed keys
+
+
+def test_the_proxy_starts_and_logins_complete_while_orcid_is_down(satosa_config, demo_sp, start_login, idp_respond,
+                                                                  caplog):
+    client = Client(make_app(satosa_config))  # nothing listens on ORCID's port: the warm-up fails quietly
+    start_login(client, demo_sp)
+    assert "Connect your ORCID iD" in idp_respond(client, "alice").get_data(as_text=True)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") and "key set" in r.getMessage()]
+
+
+def test_a_hop_whose_satosa_state_cookie_would_pass_4096_bytes_is_logged_with_its_size(
+    satosa_app, demo_sp, start_login, idp_respond, caplog,
+):
+    import re
+    import secrets
+
+    start_login(satosa_app, demo_sp, relay_state=secrets.token_urlsafe(2700))  # SATOSA keeps it in its state
+    assert "Connect your ORCID iD" in idp_respond(satosa_app, "alice").get_data(as_text=True)
+    [line] = [r.getMessage() for r in caplog.records if "state cookie is about" in r.getMessage()]
+    size = int(re.search(r"about (\d+) bytes", line).group(1))
+    assert size > 4096 and "plugin's share is" in line
+    assert abs(len(satosa_app.get_cookie("SATOSA_STATE").value) - size) < 200  # what SATOSA then sent

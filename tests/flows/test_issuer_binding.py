@@ -21,7 +21,7 @@ from werkzeug.test import Client
 from satosa_orcid_plugin.devstack.demo_idp import DemoIdP
 from satosa_orcid_plugin.devstack.layout import BACKEND_NAME
 from satosa_orcid_plugin.orcid_id import OrcidId
-from satosa_orcid_plugin.store import Store
+from satosa_orcid_plugin.store import HEAD_REVISION, Store
 from satosa_orcid_plugin.tokens import TokenCipher, TokenSet
 
 ALICE = "alice@demo.example.org"
@@ -178,7 +178,7 @@ def test_a_single_idp_deployment_upgrades_without_configuration(satosa_config, d
     upgraded = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"],
                               TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
     try:
-        assert upgraded.db.schema_revision() == "0006"
+        assert upgraded.db.schema_revision() == HEAD_REVISION
         assert upgraded.links.get_active(ALICE, issuer=demo_idp.entity_id).orcid.value == JOSIAH
     finally:
         upgraded.db.dispose()

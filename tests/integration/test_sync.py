@@ -387,7 +387,7 @@ def test_server_errors_are_retried_with_backoff(env, status):
     env.emulator.faults.add(endpoint="api", kind="status", status=status, times=1)
     before = datetime.now(timezone.utc)
 
-    report = env.worker.run_once()
+    report = env.worker.run_once(max_items=1)  # (not again in this run however slow the machine)
     after = datetime.now(timezone.utc)
 
     assert report.retried == 1
@@ -424,7 +424,7 @@ def test_a_connection_dropped_after_orcid_committed_is_recovered_without_a_dupli
     env.link("alice@example.org", JOSIAH, FACULTY)
     env.emulator.member_api.add_fault("drop", method="POST")
 
-    assert env.worker.run_once().retried == 1
+    assert env.worker.run_once(max_items=1).retried == 1  # (not again in this run however slow the machine)
     assert len(env.on_record(JOSIAH)) == 1  # ORCID stored it; we never saw the 201
 
     report = env.worker.run_once(now=datetime.now(timezone.utc) + timedelta(seconds=2))
@@ -701,3 +701,87 @@ def test_the_worker_revokes_the_tokens_a_relink_replaced_when_orcid_did_not_answ
     live = {t.access_token for t in env.emulator.tokens(JOSIAH)}
     assert first not in live and env.store.links.tokens("alice@uni.example").access_token in live
     assert env.store.revocations.waiting() == 0
+
+
+# --- leases when a worker stops ---------------------------------------------------------------------
+def _pg_env(emulator, postgres_url, users: int) -> Env:
+    key = TokenCipher.generate_key()
+    store = Store.from_url(postgres_url, TokenCipher.from_keys([key]))
+    store.db.upgrade()
+    client = OrcidClient(orcid_settings(emulator.issuer), session=http_session(transport_retries=False))
+    env = Env(emulator, store, store.outbox, client, affiliation_settings(), None, key, postgres_url)  # type: ignore[arg-type]
+    for i, account in enumerate(LOAD_ACCOUNTS[:users]):
+        env.link(f"user{i}@example.org", account.orcid, {"edupersonaffiliation": ["staff"]})
+    emulator.member_api.reset()
+    return env
+
+
+def _leases(env: Env) -> list[tuple]:
+    with env.store.db.read_transaction() as session:
+        return session.execute(sa.select(AffiliationRow.id, AffiliationRow.status, AffiliationRow.lease_owner,
+                                         AffiliationRow.lease_until)).all()
+
+
+def _wait_for_posts(env: Env, worker: subprocess.Popen, n: int) -> None:
+    deadline = time.monotonic() + 60
+    while len([c for c in env.emulator.member_api.calls if c[0] == "POST"]) < n:
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline, "the worker never posted"
+        time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_a_worker_stopped_with_sigterm_gives_its_leases_back_at_once(emulator, postgres_url, tmp_path):
+    env = _pg_env(emulator, postgres_url, 30)
+    config = _write_config(tmp_path, env)
+    emulator.member_api.add_fault("delay", method="POST", seconds=0.3, times=30)  # a worker busy in a batch
+    worker = _worker(config, "--batch-size", "20")  # the long-running loop, default lease
+    try:
+        _wait_for_posts(env, worker, 2)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    finally:
+        emulator.member_api.release()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err[-2000:]
+    assert "stopped" in err
+    rows = _leases(env)
+    assert [r for r in rows if r.lease_owner is not None or r.lease_until is not None] == []  # nothing held
+    waiting = [r for r in rows if r.status == QUEUED]
+    assert waiting, "the worker finished everything before the signal: nothing was released"
+    # the rest is written by the next worker at once, each item once
+    restarted = _worker(config, "--once")
+    out, err = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, err[-2000:]
+    assert {r.status for r in _leases(env)} == {DONE}
+    assert all(len(emulator.member_api.items_of(a.orcid)) == 1 for a in LOAD_ACCOUNTS[:30])
+    env.store.db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_killed_workers_leases_expire_within_the_default_half_minute(emulator, postgres_url, tmp_path):
+    env = _pg_env(emulator, postgres_url, 10)
+    config = _write_config(tmp_path, env)
+    emulator.member_api.add_fault("delay", method="POST", seconds=30, times=1)  # held: the worker is mid-item
+    worker = _worker(config, "--batch-size", "10")
+    try:
+        _wait_for_posts(env, worker, 1)
+        killed_at = datetime.now(timezone.utc)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        emulator.member_api.release()
+    leased = [r for r in _leases(env) if r.lease_until is not None]
+    assert leased  # the batch the dead worker held
+    latest = max(r.lease_until for r in leased)
+    assert latest <= killed_at + timedelta(seconds=30), latest - killed_at  # SyncSettings' default lease
+    time.sleep(max(0.0, (latest - datetime.now(timezone.utc)).total_seconds()) + 0.5)  # until they expire
+    restarted = _worker(config, "--once")
+    out, err = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, err[-2000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["claimed"] == 10
+    assert {r.status for r in _leases(env)} == {DONE}
+    assert all(len(emulator.member_api.items_of(a.orcid)) == 1 for a in LOAD_ACCOUNTS[:10])  # the in-flight one adopted
+    env.store.db.dispose()

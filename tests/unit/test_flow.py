@@ -170,3 +170,22 @@ def test_a_form_token_round_trips_and_is_not_the_state():
 ])
 def test_log_safe_escapes_what_could_start_a_log_line(text, logged):
     assert flow.log_safe(text) == logged and "\n" not in flow.log_safe(text) and "\r" not in flow.log_safe(text)
+
+
+def test_the_ticket_in_the_state_is_small_whatever_the_login_and_names_the_parked_record():
+    big = {**LOGIN, "attributes": {"edupersonentitlement": [f"urn:x:{i:040d}" for i in range(200)]}}
+    record = FlowRecord.new(FlowKind.HOP, state="s" * 32, ttl=1800, clock=clock(), login=big, nonce="n" * 32,
+                            user="u" * 200, mode="ask", lang="en", form="f" * 32)
+    state = {}
+    flow.save_ticket(state, "orcid", flow.Ticket.of(record, "h" * 32))
+    assert len(json.dumps(state["orcid"])) < 200 and "u" * 200 not in json.dumps(state)
+    ticket = flow.ticket(state, "orcid", HOP, clock=clock())
+    assert (ticket.state, ticket.handle, ticket.exp) == ("s" * 32, "h" * 32, NOW + 1800)
+    assert ticket.matches(record) and not ticket.matches(replace(record, state="t" * 32))
+    assert ticket.form_matches("f" * 32) and not ticket.form_matches("g" * 32) and not ticket.form_matches(None)
+    assert ticket.state_matches({"state": "s" * 32}) and not ticket.state_matches({"state": "x"})
+    assert flow.ticket(state, "orcid", (FlowKind.CONNECT,), clock=clock()) is None  # another kind
+    assert flow.ticket(state, "orcid", HOP, clock=clock(NOW + 1801)) is None  # expired
+    for broken in ({**state["orcid"], "v": 1}, {**state["orcid"], "p": 7}, {**state["orcid"], "s": ""},
+                   {**state["orcid"], "x": "soon"}, {**state["orcid"], "f": 3}, "garbage", None):
+        assert flow.ticket({"orcid": broken}, "orcid", HOP, clock=clock()) is None, broken

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from satosa_orcid_plugin.errors import ConfigError
 from satosa_orcid_plugin.orcid_id import OrcidId
-from satosa_orcid_plugin.store import VERSION_TABLE, Store
+from satosa_orcid_plugin.store import HEAD_REVISION, VERSION_TABLE, Store
 from satosa_orcid_plugin.store.schema import Base
 
 IDP_A = "https://idp.uni-a.example/idp/shibboleth"
@@ -59,7 +59,7 @@ def test_upgrade_without_an_issuer_stops_before_changing_anything(old_store):
 def test_upgrade_binds_existing_rows_to_the_configured_issuer(old_store):
     old_store.db.upgrade(existing_issuer=IDP_A)
 
-    assert old_store.db.schema_revision() == "0006"
+    assert old_store.db.schema_revision() == HEAD_REVISION
     link = old_store.links.get_active(ALICE, issuer=IDP_A)
     assert link is not None and link.orcid == ORCID and link.issuer == IDP_A
     assert old_store.links.tokens(ALICE, issuer=IDP_A).access_token == "old-access-token"  # not cascaded away
@@ -96,6 +96,6 @@ def test_an_empty_store_upgrades_without_an_issuer(database_url, token_cipher):
     try:
         store.db.upgrade("0005")
         store.db.upgrade()
-        assert store.db.schema_revision() == "0006"
+        assert store.db.schema_revision() == HEAD_REVISION
     finally:
         store.db.dispose()

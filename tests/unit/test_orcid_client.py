@@ -451,3 +451,17 @@ def test_prefetch_warms_the_key_set_and_never_fails(emulator):
     client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="a"), REDIRECT, nonce="a")
     assert _jwks_calls(emulator) == 1
     OrcidClient(settings("http://127.0.0.1:9", timeouts=FAST)).prefetch_keys()  # ORCID down: no error
+
+
+def test_a_failed_warm_up_is_not_remembered_and_the_first_callback_fetches_the_keys(emulator):
+    emulator.faults.add(endpoint="jwks", kind="status", status=503, times=1)
+    client = OrcidClient(settings(emulator.issuer, timeouts=FAST))
+    client.prefetch_keys()  # a worker starting while ORCID's key set fails
+    deadline = time.monotonic() + 10
+    while not [r for r in emulator.requests if r.path == "/oauth/jwks" and r.status == 503]:
+        assert time.monotonic() < deadline, "the warm-up never asked ORCID"
+        time.sleep(0.05)
+    time.sleep(0.2)  # the warm-up has taken in the 503
+    grant = client.exchange_code(emulator.issue_code_for("APP-TEST", JOSIAH, ["openid"], REDIRECT, nonce="a"),
+                                 REDIRECT, nonce="a")
+    assert str(grant.orcid) == JOSIAH and _jwks_calls(emulator) == 2

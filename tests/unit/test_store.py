@@ -617,3 +617,27 @@ def test_a_link_takes_back_its_write_ahead_revocation_unless_a_drain_leased_it(m
     with pytest.raises(StoreError):
         store.links.link(BOB, orcid(2), tokens("2"), intent=late)
     assert store.links.get_active(BOB) is None
+
+
+def test_a_parked_login_is_encrypted_expires_and_is_taken_once(make_store, token_cipher):
+    from datetime import datetime, timedelta, timezone
+
+    now = [datetime(2026, 1, 1, 12, tzinfo=timezone.utc)]
+    store = make_store(token_cipher, clock=lambda: now[0])
+    login = {"kind": "hop", "flow": {"attributes": {"edupersonentitlement": [f"urn:x:{i}" for i in range(200)]}}}
+    handle = store.parked.park(login, ttl=600)
+    assert len(handle) <= 64 and store.parked.get(handle) == login  # any instance reads it by the handle
+    with store.db.read_transaction() as session:
+        [(stored, blob)] = session.execute(sa.text("SELECT handle_hash, data_enc FROM orcid_parked")).all()
+    assert handle not in stored and "urn:x:" not in blob  # neither the handle nor the attributes in the clear
+    assert store.parked.take(handle) == login
+    assert store.parked.take(handle) is None and store.parked.get(handle) is None  # single use
+    late = store.parked.park(login, ttl=600)
+    now[0] += timedelta(seconds=601)
+    assert store.parked.get(late) is None  # expired
+    assert store.parked.purge_expired() == 1
+    assert store.parked.take(late) is None
+    assert store.parked.get("x" * 65) is None and store.parked.get(None) is None
+    # another key set cannot read it (rotated away): a login that cannot resume, not a crash
+    other = make_store(TokenCipher.from_keys([TokenCipher.generate_key()]))
+    assert other.parked.get(store.parked.park(login, ttl=600)) is None
