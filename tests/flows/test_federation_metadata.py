@@ -237,3 +237,22 @@ def test_pairwise_nameid_refuses_a_short_salt():
     with pytest.raises(ConfigError) as info:
         PairwiseNameID({"salt": "short"}, name="pairwise_nameid", base_url="https://proxy.example")
     assert "pairwise_nameid.salt" in str(info.value) and "short" not in str(info.value).split(":", 1)[1]
+
+
+def test_every_variable_of_proxy_conf_is_documented_exemplified_and_set_by_the_demo(demo_layout):
+    """``!ENV X`` anywhere in proxy_conf/: named in proxy_conf.yaml's header, given an example
+    in docker/satosa.env.example, and set by the demo (the demo and the tests load the real files)."""
+    import re
+
+    conf_dir = demo_layout.proxy_conf_dir
+    used = {m.group(1) for path in conf_dir.rglob("*.yaml") for line in path.read_text().splitlines()
+            for m in re.finditer(r"!ENV(?:FILE)?\s+([A-Z][A-Z0-9_]+)", line.split(" #", 1)[0])
+            if not line.lstrip().startswith("#")}
+    assert {"SATOSA_SCOPE", "SATOSA_CONTACT_SECURITY", "SATOSA_PAIRWISE_SALT"} <= used
+    header = (conf_dir / "proxy_conf.yaml").read_text().split("\nBASE:", 1)[0]
+    documented = set(re.findall(r"^#   ([A-Z][A-Z0-9_]+)", header, re.M))
+    documented |= {"SATOSA_FRONTEND_CERT", "SATOSA_BACKEND_CERT"}  # written as SATOSA_FRONTEND_KEY/_CERT
+    example = (conf_dir.parent / "docker" / "satosa.env.example").read_text()
+    assert sorted(used - documented) == []
+    assert sorted(v for v in used - {"SATOSA_ORCID_DATABASE_URL"} if f"\n{v}=" not in example) == []
+    assert sorted(used - set(demo_layout.env())) == []

@@ -4,9 +4,10 @@ import doctest
 import pytest
 
 from satosa_orcid_plugin import orcid_id, tokens
+from satosa_orcid_plugin.ops import pairwise, saml2_frontend
 
 
-@pytest.mark.parametrize("module", [orcid_id, tokens])
+@pytest.mark.parametrize("module", [orcid_id, tokens, pairwise, saml2_frontend])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
