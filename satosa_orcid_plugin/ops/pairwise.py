@@ -28,6 +28,7 @@ identifiers), and differs between SPs. Configuration::
       salt: !ENV SATOSA_PAIRWISE_SALT        # required, at least 16 characters, keep it secret
       source_attributes: [edupersonuniqueid] # internal attribute names, first one present wins
       frontends: [Saml2IDP]                  # only logins through these frontends (default: all)
+      passthrough_requesters: []             # SPs that keep the institution's NameID (default: none)
 """
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ class PairwiseNameID(ResponseMicroService):
                                               f"{self.name}.source_attributes"))
         frontends = config.get("frontends")
         self.frontends = None if frontends is None else frozenset(_names(frontends, f"{self.name}.frontends"))
+        self.passthrough = frozenset(_names(config.get("passthrough_requesters") or [],
+                                            f"{self.name}.passthrough_requesters"))
 
     def __repr__(self) -> str:  # never the salt
         return f"<PairwiseNameID {self.name} sources={list(self.source_attributes)}>"
@@ -94,7 +97,7 @@ class PairwiseNameID(ResponseMicroService):
     def process(self, context: Any, data: Any) -> Any:
         router = context.state.get("ROUTER") if context.state is not None else None
         requester = data.requester
-        if requester and (self.frontends is None or router in self.frontends):
+        if requester and requester not in self.passthrough and (self.frontends is None or router in self.frontends):
             source = self.source_of(data)
             if source is not None:
                 data.subject_id = pairwise_id(self._salt, requester, *source)

@@ -225,6 +225,19 @@ def test_each_sp_gets_its_own_stable_persistent_nameid(proxy_env, demo_layout, d
     passthrough = _proxy(monkeypatch, demo_layout, [])
     assert _login(passthrough, demo_sp, demo_idp).name_id not in (a1.name_id, b1.name_id)
 
+    # an SP listed under passthrough_requesters keeps the institution's NameID
+    from satosa.proxy_server import make_app
+    from satosa.satosa_config import SATOSAConfig
+    from werkzeug.test import Client
+
+    config = SATOSAConfig("proxy_conf.yaml")
+    [pairwise] = [m for m in config["MICRO_SERVICES"] if m["name"] == "pairwise_nameid"]
+    pairwise["config"]["passthrough_requesters"] = [demo_sp.entity_id]
+    config["MICRO_SERVICES"] = [pairwise]
+    kept = Client(make_app(config))
+    assert _login(kept, demo_sp, demo_idp).name_id == _login(passthrough, demo_sp, demo_idp).name_id
+    assert _login(kept, other_sp, demo_idp).name_id == b1.name_id
+
     # a different salt (another deployment) gives other values
     monkeypatch.setenv("SATOSA_PAIRWISE_SALT", "another-deployment-salt-0123456789")
     assert _login(_proxy(monkeypatch, demo_layout, ["pairwise_nameid"]), demo_sp, demo_idp).name_id != a1.name_id
