@@ -25,8 +25,10 @@
   ``service.idp.signing_algorithm``/``digest_algorithm``; pysaml2 calls that name their own
   algorithms (responses, assertions, the backend's requests) are unaffected.
 
-Configure it as the frontend ``module``; every other key is SATOSA's. The optional frontend key
-``metadata_valid_hours`` (default 96) sets how long the served metadata is valid.
+Configure it as the frontend ``module``; every other key is SATOSA's. Optional frontend keys:
+``metadata_valid_hours`` (default 96), how long the served metadata is valid, and
+``metadata_cache_duration`` (default ``PT6H``), the ``cacheDuration`` it carries (how often
+consumers should fetch it again).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ REFEDS_NS = "http://refeds.org/metadata"
 REFEDS_SECURITY_CONTACT = "http://refeds.org/metadata/contactType/security"
 DEFAULT_METADATA_VALID_HOURS = 96
 KEY_VALID_HOURS = "metadata_valid_hours"
+KEY_CACHE_DURATION = "metadata_cache_duration"
+DEFAULT_CACHE_DURATION = "PT6H"
 
 # pysaml2 serialises with ElementTree: name the REFEDS namespace as REFEDS' documents do.
 ElementTree.register_namespace("remd", REFEDS_NS)
@@ -160,6 +164,7 @@ class SAMLFrontend(_SATOSASAMLFrontend):
                  base_url: str, name: str) -> None:
         config = dict(config)
         self.metadata_valid_hours = int(config.pop(KEY_VALID_HOURS, DEFAULT_METADATA_VALID_HOURS))
+        self.metadata_cache_duration = str(config.pop(KEY_CACHE_DURATION, DEFAULT_CACHE_DURATION) or "") or None
         if self.KEY_IDP_CONFIG in config and isinstance(config[self.KEY_IDP_CONFIG], dict):
             config[self.KEY_IDP_CONFIG] = federation_idp_config(config[self.KEY_IDP_CONFIG])
         super().__init__(auth_req_callback_func, internal_attributes, config, base_url, name)
@@ -168,7 +173,9 @@ class SAMLFrontend(_SATOSASAMLFrontend):
 
     def signed_metadata(self) -> str:
         """This IdP's EntityDescriptor, signed with its own key, ``validUntil`` now +
-        ``metadata_valid_hours``: what ``satosa-saml-metadata`` writes for it."""
+        ``metadata_valid_hours``, ``cacheDuration`` ``metadata_cache_duration``: what
+        ``satosa-saml-metadata`` writes for it, plus the cacheDuration (which the command has no
+        option for)."""
         from saml2.config import Config
         from saml2.metadata import entity_descriptor
         from saml2.sigver import security_context
@@ -178,7 +185,10 @@ class SAMLFrontend(_SATOSASAMLFrontend):
         conf.key_file = self.idp.config.key_file
         conf.cert_file = self.idp.config.cert_file
         secc = security_context(conf)
-        return create_signed_entity_descriptor(entity_descriptor(self.idp.config), secc, self.metadata_valid_hours)
+        descriptor = entity_descriptor(self.idp.config)
+        if self.metadata_cache_duration:
+            descriptor.cache_duration = self.metadata_cache_duration
+        return create_signed_entity_descriptor(descriptor, secc, self.metadata_valid_hours)
 
     def _metadata_endpoint(self, context: Any) -> Response:
         try:

@@ -120,7 +120,9 @@ def test_the_proxy_serves_signed_federation_metadata(satosa_app, demo_layout, tm
     response = satosa_app.get(urlsplit(demo_layout.proxy_idp_entity_id).path)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/samlmetadata+xml"
-    assert_federation_metadata(response.get_data(as_text=True), demo_layout, tmp_path, valid_hours=96)
+    xml = response.get_data(as_text=True)
+    assert_federation_metadata(xml, demo_layout, tmp_path, valid_hours=96)
+    assert ElementTree.fromstring(xml.encode()).get("cacheDuration") == "PT6H"
 
 
 def test_satosa_saml_metadata_writes_the_same_metadata(demo_layout, tmp_path):
