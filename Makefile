@@ -60,10 +60,16 @@ PYTHON312 ?= $(call find_python,3.12)
 PYTHON313 ?= $(call find_python,3.13)
 
 test-compat: system-deps
-	@# args: python, SATOSA pin ("" = newest allowed), tests
-	@$(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON)' COMPAT_PIN='$(COMPAT_SATOSA_OLDEST)' COMPAT_RUN='$(COMPAT_TESTS)'
-	@if [ -n "$(PYTHON312)" ]; then $(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON312)' COMPAT_PIN='' COMPAT_RUN='$(COMPAT_QUICK_TESTS)'; 	  else echo "test-compat: no python3.12 on this machine, skipped"; fi
-	@if [ -n "$(PYTHON313)" ]; then $(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON313)' COMPAT_PIN='$(COMPAT_SATOSA_OLDEST)' COMPAT_RUN='$(COMPAT_QUICK_TESTS)'; 	  else echo "test-compat: no python3.13 on this machine, skipped"; fi
+	@# every combination runs even when one fails; the target fails if any did
+	@status=0; \
+	$(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON)' COMPAT_PIN='$(COMPAT_SATOSA_OLDEST)' COMPAT_RUN='$(COMPAT_TESTS)' || status=1; \
+	if [ -n "$(PYTHON312)" ]; then \
+	  $(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON312)' COMPAT_PIN='' COMPAT_RUN='$(COMPAT_QUICK_TESTS)' || status=1; \
+	else echo "test-compat: no python3.12 on this machine, skipped"; fi; \
+	if [ -n "$(PYTHON313)" ]; then \
+	  $(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON313)' COMPAT_PIN='$(COMPAT_SATOSA_OLDEST)' COMPAT_RUN='$(COMPAT_QUICK_TESTS)' || status=1; \
+	else echo "test-compat: no python3.13 on this machine, skipped"; fi; \
+	exit $$status
 
 _compat-run:
 	@set -e; \
