@@ -81,6 +81,7 @@ DEMO_METADATA_ENV: dict[str, str] = {
     "SATOSA_ASSURANCE_CERTIFICATION": "https://refeds.org/sirtfi",
     "SATOSA_ERROR_URL": "https://www.example.org/idm/login-problems",
 }
+
 #: environment variable naming the layout directory, read by the demo IdP/SP app factories
 LAYOUT_ENV = "SATOSA_ORCID_DEMO_LAYOUT"
 DEMO_ORCID_CLIENT_ID = "APP-DEMO000000000001"
