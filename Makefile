@@ -9,7 +9,7 @@ AXE_VERSION := 4.11.1
 AXE_SHA256 := 5b86f813d96904f2d925fed5715877c75fc1cc140f89565fb42145e7801b2305
 AXE := var/axe-core-$(AXE_VERSION)/axe.min.js
 
-.PHONY: setup system-deps browser-deps interop-deps test demo demo-once bench clean
+.PHONY: setup system-deps browser-deps interop-deps test test-compat demo demo-once bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -81,6 +81,52 @@ test: setup browser-deps interop-deps
 	$(BIN)/python -m compileall -q satosa_orcid_plugin tests > /dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# SATOSA compatibility (install_requires: satosa>=8.4,<9; the matrix is in the README).
+# `make test` runs everything on the newest SATOSA pip resolves, under $(PYTHON). This runs the
+# flow tests (SATOSA's real WSGI app over the real proxy_conf/) in throw-away virtualenvs:
+#   $(PYTHON)                  + the OLDEST supported SATOSA   all of tests/flows
+#   python3.12 (if installed)  + the newest SATOSA             COMPAT_QUICK_TESTS
+#   python3.13 (if installed)  + the oldest SATOSA             COMPAT_QUICK_TESTS
+# After installing the plugin next to the pinned SATOSA it checks that pip kept that SATOSA.
+# The virtualenvs live in $(COMPAT_DIR) and are reused until setup.cfg changes.
+COMPAT_SATOSA_OLDEST ?= 8.4.0
+COMPAT_DIR ?= .venv-compat
+COMPAT_TESTS ?= tests/flows
+COMPAT_QUICK_TESTS ?= tests/flows/test_saml_plumbing.py tests/flows/test_oidc.py tests/flows/test_federation_metadata.py
+# python3.12/python3.13 on PATH, else under pyenv (whose shims may exist without the version selected)
+find_python = $(firstword $(foreach c,$(shell command -v python$(1) 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)),$(shell $(c) -c 'print("$(c)")' 2>/dev/null)))
+PYTHON312 ?= $(call find_python,3.12)
+PYTHON313 ?= $(call find_python,3.13)
+
+test-compat: system-deps
+	@# every combination runs even when one fails; the target fails if any did
+	@status=0; \
+	$(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON)' COMPAT_PIN='$(COMPAT_SATOSA_OLDEST)' COMPAT_RUN='$(COMPAT_TESTS)' || status=1; \
+	if [ -n "$(PYTHON312)" ]; then \
+	  $(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON312)' COMPAT_PIN='' COMPAT_RUN='$(COMPAT_QUICK_TESTS)' || status=1; \
+	else echo "test-compat: no python3.12 on this machine, skipped"; fi; \
+	if [ -n "$(PYTHON313)" ]; then \
+	  $(MAKE) --no-print-directory _compat-run COMPAT_PY='$(PYTHON313)' COMPAT_PIN='$(COMPAT_SATOSA_OLDEST)' COMPAT_RUN='$(COMPAT_QUICK_TESTS)' || status=1; \
+	else echo "test-compat: no python3.13 on this machine, skipped"; fi; \
+	exit $$status
+
+_compat-run:
+	@set -e; \
+	pyver=$$($(COMPAT_PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	venv=$(COMPAT_DIR)/py$$pyver-satosa-$(or $(COMPAT_PIN),newest); \
+	if [ ! -f $$venv/.installed ] || [ setup.cfg -nt $$venv/.installed ]; then \
+	  echo "test-compat: building $$venv"; rm -rf $$venv; $(COMPAT_PY) -m venv $$venv; \
+	  $$venv/bin/pip install -q --upgrade pip; \
+	  if [ -n "$(COMPAT_PIN)" ]; then $$venv/bin/pip install -q 'satosa==$(COMPAT_PIN)'; fi; \
+	  $$venv/bin/pip install -q -e '.[dev,postgres]'; \
+	  touch $$venv/.installed; \
+	fi; \
+	have=$$($$venv/bin/python -c 'import importlib.metadata as m; print(m.version("satosa"))'); \
+	if [ -n "$(COMPAT_PIN)" ] && [ "$$have" != "$(COMPAT_PIN)" ]; then \
+	  echo "test-compat: installing the plugin replaced SATOSA $(COMPAT_PIN) by $$have" >&2; exit 1; fi; \
+	echo "test-compat: Python $$pyver, SATOSA $$have: $(COMPAT_RUN)"; \
+	$$venv/bin/python -m pytest -q -p no:cacheprovider $(COMPAT_RUN)
+
 demo: setup
 	$(BIN)/satosa-orcid demo
 
@@ -91,4 +137,4 @@ bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var demo-data .pytest_cache
+	rm -rf $(VENV) $(COMPAT_DIR) var demo-data .pytest_cache

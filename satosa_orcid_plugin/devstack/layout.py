@@ -33,6 +33,7 @@ from .pki import DemoPki, generate_demo_pki
 
 #: the scope of the demo IdP's scoped attributes (published as shibmd:Scope in its metadata)
 DEMO_SCOPE = "demo.example.org"
+DEMO_INSTITUTION = "Demo University"  # one name everywhere: interstitial, IdP, ORCID consent and institution link
 #: friendly names of the attributes the demo IdP (demo_idp.py) releases
 DEMO_ATTRIBUTE_NAMES: tuple[str, ...] = (
     "eduPersonPrincipalName",
@@ -60,6 +61,32 @@ __all__ = [
 HOST = "127.0.0.1"
 #: the demo institution's scope (eduPersonPrincipalName user@scope), shibmd:Scope of the proxy
 DEMO_SCOPE = "demo.example.org"
+
+#: validity (hours) of the proxy metadata the layout writes with satosa-saml-metadata
+METADATA_VALID_HOURS = 168
+
+#: The demo's values for the metadata variables of proxy_conf/plugins/frontends/saml2_frontend.yaml:
+#: the examples of docker/satosa.env.example, with the demo's one institution name. The scope is the demo IdP's (its scoped attributes
+#: must match it, or Shibboleth SPs drop them).
+DEMO_METADATA_ENV: dict[str, str] = {
+    "SATOSA_SCOPE": DEMO_SCOPE,
+    "SATOSA_ORG_NAME": DEMO_INSTITUTION,
+    "SATOSA_ORG_DISPLAY_NAME": DEMO_INSTITUTION,
+    "SATOSA_ORG_URL": "https://www.example.org/",
+    "SATOSA_CONTACT_TECHNICAL": "idm@example.org",
+    "SATOSA_CONTACT_SUPPORT": "helpdesk@example.org",
+    "SATOSA_CONTACT_SECURITY": "cert@example.org",
+    "SATOSA_MDUI_DISPLAY_NAME": DEMO_INSTITUTION,
+    "SATOSA_MDUI_INFORMATION_URL": "https://www.example.org/idm/",
+    "SATOSA_MDUI_PRIVACY_STATEMENT_URL": "https://www.example.org/privacy/",
+    "SATOSA_MDUI_LOGO_URL": "https://www.example.org/logo.png",
+    "SATOSA_MDUI_LOGO_WIDTH": "80",
+    "SATOSA_MDUI_LOGO_HEIGHT": "60",
+    "SATOSA_ENTITY_CATEGORY_SUPPORT": "http://refeds.org/category/research-and-scholarship",
+    "SATOSA_ASSURANCE_CERTIFICATION": "https://refeds.org/sirtfi",
+    "SATOSA_ERROR_URL": "https://www.example.org/idm/login-problems",
+}
+
 #: environment variable naming the layout directory, read by the demo IdP/SP app factories
 LAYOUT_ENV = "SATOSA_ORCID_DEMO_LAYOUT"
 DEMO_ORCID_CLIENT_ID = "APP-DEMO000000000001"
@@ -69,7 +96,6 @@ DEMO_OIDC_CLIENT_ID = "demo-rp"
 FRONTEND_NAME = "Saml2IDP"
 BACKEND_NAME = "Saml2"
 ORCID_MS_NAME = "orcid"
-DEMO_INSTITUTION = "Demo University"  # one name everywhere: interstitial, IdP, ORCID consent and institution link
 
 SAML2_BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 SAML2_BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
@@ -396,7 +422,6 @@ class DemoLayout:
             "SATOSA_OIDC_SIGNING_KEY": str(k.oidc.key_path),
             "SATOSA_SP_METADATA": str(self.trusted_sps_dir),
             "SATOSA_IDP_METADATA": str(self.idp_metadata),
-            "SATOSA_IDP_SCOPE": DEMO_SCOPE,
             "SATOSA_OIDC_CLIENTS": str(self.oidc_clients_path),
             "SATOSA_OIDC_DB_URI": self.oidc_db_uri,
             "SATOSA_OIDC_SUB_HASH_SALT": self.secrets["oidc_sub_hash_salt"],
@@ -408,6 +433,10 @@ class DemoLayout:
             "SATOSA_ORCID_TOKEN_KEYS": self.secrets["token_key"],
             # orcid_requesters in plugins/microservices/orcid.yaml: the emulator plays ORCID's SAML SP
             "SATOSA_ORCID_EMULATOR_SP": self.emulator_sp_entity_id,
+            # per-SP persistent NameIDs (plugins/microservices/pairwise_nameid.yaml)
+            "SATOSA_PAIRWISE_SALT": self.secrets["pairwise_salt"],
+            # the proxy IdP's federation metadata: example values (check-config warns about them)
+            **DEMO_METADATA_ENV,
             "ORCID_EMULATOR_ISSUER": self.emulator_url,
             "ORCID_EMULATOR_CLIENTS": json.dumps(self.emulator_clients()),
             "ORCID_EMULATOR_SIGNING_KEY": str(k.emulator.key_path),
@@ -535,6 +564,7 @@ class DemoLayout:
             "oidc_db_key": secrets.token_hex(32),
             "oidc_sub_hash_salt": secrets.token_hex(16),
             "idp_persistent_id_salt": secrets.token_hex(16),
+            "pairwise_salt": secrets.token_urlsafe(32),
         }
         merged = {**fresh, **existing}
         if merged != existing:
@@ -564,14 +594,22 @@ class DemoLayout:
         ):
             _write_text(path, str(entity_descriptor(Config().load(conf))))
 
-        # The proxy's own metadata comes from SATOSA itself (what satosa-saml-metadata does),
-        # so it always matches proxy_conf/. It needs the SP and IdP metadata above.
-        from satosa.metadata_creation.saml_metadata import create_entity_descriptors
-        from satosa.satosa_config import SATOSAConfig
+        # The proxy's own metadata is written by SATOSA's `satosa-saml-metadata` (its function,
+        # in-process: the configuration is this layout's, not os.environ's), signed with the
+        # frontend key and valid for METADATA_VALID_HOURS, so it always matches proxy_conf/ and
+        # is what a deployment registers. It needs the SP and IdP metadata above.
+        import contextlib
+        import io
+        import tempfile
 
-        frontends, backends = create_entity_descriptors(SATOSAConfig(self.proxy_config(micro_services=False)))
-        _write_text(self.proxy_frontend_metadata, "".join(str(ed) for ed in frontends[FRONTEND_NAME]))
-        _write_text(self.proxy_backend_metadata, "".join(str(ed) for ed in backends[BACKEND_NAME]))
+        from satosa.scripts.satosa_saml_metadata import create_and_write_saml_metadata
+
+        with tempfile.TemporaryDirectory(dir=self.metadata_dir) as out, contextlib.redirect_stdout(io.StringIO()):
+            create_and_write_saml_metadata(
+                self.proxy_config(micro_services=False), str(self.keys.frontend.key_path),
+                str(self.keys.frontend.cert_path), out, METADATA_VALID_HOURS)
+            os.replace(Path(out) / "frontend.xml", self.proxy_frontend_metadata)
+            os.replace(Path(out) / "backend.xml", self.proxy_backend_metadata)
 
 
 def _copy_keys(source: Path, target: Path) -> None:

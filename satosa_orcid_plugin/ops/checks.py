@@ -227,6 +227,7 @@ def check_proxy_config(path: Path, cookie_sample: Any = None, *, probe: bool = T
                         warnings.append(f"FRONTEND_MODULES[{f.get('name')}].config.provider.extra_scopes: no scope "
                                         f"releases {claim!r} (add orcid: [{claim}])")
         warnings.extend(_orcid_identifier_warnings(frontends, attrs, plugins))
+        warnings.extend(metadata_warnings(frontends))
         warnings.extend(check_config_warnings(conf, attrs, frontends, backends, plugins, cookie_sample))  # state cookie size
         if conf.get("COOKIE_HTTPONLY") is not True:
             warnings.append("COOKIE_HTTPONLY: set it to true (SATOSA's default leaves the state cookie readable by scripts)")
@@ -290,6 +291,11 @@ def _custom_module_paths(conf: Any):
                 sys.path.remove(p)
 
 
+def _is_saml_frontend(entry: dict[str, Any]) -> bool:
+    """SATOSA's ``satosa.frontends.saml2.SAMLFrontend`` or the plugin's subclass of it."""
+    return str(entry.get("module", "")).endswith("SAMLFrontend")
+
+
 STABLE_SAML_IDS = {"eduPersonUniqueId", "subject-id", "eduPersonTargetedID", "pairwise-id"}
 TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
 
@@ -304,7 +310,7 @@ def _orcid_identifier_warnings(frontends: list[dict[str, Any]], attrs: dict[str,
     out = []
     released = {name for a in attrs.values() for name in (a.get("saml") or [])}
     for f in frontends:
-        if "saml2.SAMLFrontend" not in str(f.get("module", "")):
+        if not _is_saml_frontend(f):
             continue
         idp = (((f.get("config") or {}).get("idp_config") or {}).get("service") or {}).get("idp") or {}
         formats = idp.get("name_id_format") or []
@@ -317,3 +323,78 @@ def _orcid_identifier_warnings(frontends: list[dict[str, Any]], attrs: dict[str,
                 f"({', '.join(sorted({r for p in plugins for r in (p.get('config') or {}).get('orcid_requesters') or ['https://orcid.org/saml2/sp/1']}))})"
             )
     return out
+
+
+# RFC 2606 / RFC 6761 names: never a real deployment's.
+_EXAMPLE_DOMAINS = ("example", "example.org", "example.com", "example.net", "test", "invalid", "localhost")
+_EXAMPLE_NAMES = {"example university", "example organisation", "example organization"}
+
+
+def _is_example(value: Any) -> bool:
+    text = str(value or "").strip().lower()
+    if not text:
+        return False
+    if text in _EXAMPLE_NAMES:
+        return True
+    host = text
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0].strip(".")
+    if host.startswith("mailto:"):
+        host = host[len("mailto:"):]
+    return any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS)
+
+
+def metadata_warnings(frontends: list[dict[str, Any]]) -> list[str]:
+    """What a federation would refuse in the SAML frontend's metadata: values left at their
+    examples (proxy_conf/plugins/frontends/saml2_frontend.yaml, docker/satosa.env.example), and
+    a missing shibmd:Scope, mdui:UIInfo or contact."""
+    out: list[str] = []
+    for f in frontends:
+        if not _is_saml_frontend(f):
+            continue
+        where = f"FRONTEND_MODULES[{f.get('name')}].config.idp_config"
+        idp_config = (f.get("config") or {}).get("idp_config") or {}
+        if isinstance(idp_config, dict):  # as the frontend reads it: empty optional values left out
+            from .saml2_frontend import federation_idp_config
+
+            idp_config = federation_idp_config(idp_config)
+        idp = (idp_config.get("service") or {}).get("idp") or {}
+        values: list[tuple[str, Any]] = []
+        org = idp_config.get("organization") or {}
+        values += [(f"organization.{k}", v) for k, v in org.items()] if isinstance(org, dict) else []
+        for i, person in enumerate(idp_config.get("contact_person") or []):
+            if isinstance(person, dict):
+                emails = person.get("email_address")
+                for email in emails if isinstance(emails, list) else [emails]:
+                    values.append((f"contact_person[{i}].email_address ({_contact_kind(person)})", email))
+        ui = idp.get("ui_info") or {}
+        if isinstance(ui, dict):
+            for key in ("display_name", "information_url", "privacy_statement_url"):
+                values.append((f"service.idp.ui_info.{key}", ui.get(key)))
+            logo = ui.get("logo")
+            values.append(("service.idp.ui_info.logo", logo.get("text") if isinstance(logo, dict) else logo))
+        scopes = idp.get("scope")
+        for scope in scopes if isinstance(scopes, list) else [scopes]:
+            values.append(("service.idp.scope", scope))
+        values.append(("service.idp.error_url", idp.get("error_url")))
+        for key, value in values:
+            if _is_example(value):
+                out.append(f"{where}.{key}: still the example value {str(value).strip()!r}; set the deployment's "
+                           "own (a federation will not register example values)")
+        if not scopes:
+            out.append(f"{where}.service.idp.scope: no shibmd:Scope (SATOSA_SCOPE); Shibboleth SPs drop "
+                       "eduPersonPrincipalName and eduPersonScopedAffiliation without it")
+        if not ui:
+            out.append(f"{where}.service.idp.ui_info: no mdui:UIInfo (display name, information and privacy URLs)")
+        if not idp_config.get("contact_person"):
+            out.append(f"{where}.contact_person: no contacts (technical, support, security)")
+    return out
+
+
+def _contact_kind(person: dict[str, Any]) -> str:
+    """``technical``, ``support``, ... or ``security`` for a REFEDS security contact."""
+    ext = person.get("extension_attributes") or {}
+    if isinstance(ext, dict) and any(str(v).endswith("/contactType/security") for v in ext.values()):
+        return "security"
+    return str(person.get("contact_type"))

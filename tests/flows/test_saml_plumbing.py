@@ -34,7 +34,9 @@ def test_proxy_conf_resolves_every_setting_from_the_environment(satosa_config, d
         "saml": ["eduPersonOrcid"],
         "openid": ["eduperson_orcid"],
     }
-    hint, orcid = satosa_config["MICRO_SERVICES"]
+    hint, orcid, pairwise = satosa_config["MICRO_SERVICES"]
+    assert pairwise["module"] == "satosa_orcid_plugin.ops.pairwise.PairwiseNameID"
+    assert pairwise["config"]["salt"] == demo_layout.secrets["pairwise_salt"]
     assert hint["module"] == "satosa_orcid_plugin.OrcidRequestHint"
     assert orcid["module"] == "satosa_orcid_plugin.OrcidConnect" and orcid["name"] == "orcid"
     assert orcid["config"]["orcid"] == {
@@ -161,6 +163,7 @@ def test_the_demo_idp_refuses_unsigned_or_altered_authn_requests(satosa_app, dem
 def test_proxy_publishes_its_idp_metadata(satosa_app, demo_layout):
     response = satosa_app.get(urlsplit(demo_layout.proxy_idp_entity_id).path)
     assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/samlmetadata+xml"
     body = response.get_data(as_text=True)
     assert f'entityID="{demo_layout.proxy_idp_entity_id}"' in body
     assert f"{demo_layout.proxy_base}/Saml2/sso/redirect" in body
