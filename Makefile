@@ -84,15 +84,18 @@ test: setup browser-deps interop-deps
 # SATOSA compatibility (install_requires: satosa>=8.4,<9; the matrix is in the README).
 # `make test` runs everything on the newest SATOSA pip resolves, under $(PYTHON). This runs the
 # flow tests (SATOSA's real WSGI app over the real proxy_conf/) in throw-away virtualenvs:
-#   $(PYTHON)                  + the OLDEST supported SATOSA   all of tests/flows
+#   $(PYTHON)                  + the OLDEST supported SATOSA   COMPAT_TESTS (the journeys)
 #   python3.12 (if installed)  + the newest SATOSA             COMPAT_QUICK_TESTS
 #   python3.13 (if installed)  + the oldest SATOSA             COMPAT_QUICK_TESTS
 # After installing the plugin next to the pinned SATOSA it checks that pip kept that SATOSA.
 # The virtualenvs live in $(COMPAT_DIR) and are reused until setup.cfg changes.
 COMPAT_SATOSA_OLDEST ?= 8.4.0
 COMPAT_DIR ?= .venv-compat
-COMPAT_TESTS ?= tests/flows
 COMPAT_QUICK_TESTS ?= tests/flows/test_saml_plumbing.py tests/flows/test_oidc.py tests/flows/test_federation_metadata.py
+# The oldest SATOSA gets the journeys too (hop, Institutional Connect, several workers, two IdPs);
+# `make test-compat COMPAT_TESTS=tests/flows` runs every flow test there (slower).
+COMPAT_TESTS ?= tests/flows/test_consent_hop.py tests/flows/test_institutional_connect.py tests/flows/test_any_worker.py \
+	tests/flows/test_issuer_binding.py $(COMPAT_QUICK_TESTS)
 # python3.12/python3.13 on PATH, else under pyenv (whose shims may exist without the version selected)
 find_python = $(firstword $(foreach c,$(shell command -v python$(1) 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)),$(shell $(c) -c 'print("$(c)")' 2>/dev/null)))
 PYTHON312 ?= $(call find_python,3.12)
