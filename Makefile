@@ -4,15 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps browser-deps test demo demo-once bench clean
+.PHONY: setup system-deps browser-deps test demo demo-once bench clean lock image image-test
 
 setup: system-deps $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,postgres]'
+	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev,postgres]'
 	touch $@
 
 # pysaml2 shells out to xmlsec1 to sign and verify SAML messages.
@@ -53,3 +53,27 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) var demo-data .pytest_cache
+
+# constraints.txt: every dependency (all extras) at one version, resolved by pip-compile
+# (pip-tools) from setup.cfg. `make setup`, CI and the image install from it. Run after
+# changing setup.cfg, or to take newer releases; commit the result.
+lock: $(VENV)/.installed
+	@$(BIN)/python -c 'import piptools' 2>/dev/null || $(BIN)/pip install -q pip-tools
+	$(BIN)/pip-compile --quiet --upgrade --all-extras --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	  --custom-compile-command 'make lock' --output-file constraints.txt setup.cfg
+
+# The image (docker/Dockerfile), labelled with the plugin version and the git commit. Needs a
+# Docker daemon ($$DOCKER_HOST); .ci/image starts a private one and builds a stand-in base
+# image when python:3.11-slim cannot be pulled. --network host: such a daemon has no bridge.
+IMAGE ?= satosa-orcid:local
+VERSION := $(shell sed -n 's/^version *= *//p' setup.cfg)
+VCS_REF := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+image:
+	nice docker build --network host -f docker/Dockerfile \
+	  --build-arg VERSION=$(VERSION) --build-arg VCS_REF=$(VCS_REF) -t $(IMAGE) .
+
+# Starts the image (and compose's stack, and nginx in front) and logs in through it:
+# tests/image/. Needs the image, a Docker daemon, PostgreSQL, docker-compose and nginx.
+image-test: setup
+	SATOSA_ORCID_IMAGE=$(IMAGE) $(BIN)/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)
