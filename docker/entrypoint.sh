@@ -80,7 +80,7 @@ fi
 
 if [ "$serve" -eq 1 ] && [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
     probe="$PROMETHEUS_MULTIPROC_DIR/.satosa-orcid-write-test"
-    if mkdir -p "$PROMETHEUS_MULTIPROC_DIR" 2>/dev/null && : >"$probe" 2>/dev/null; then
+    if mkdir -p "$PROMETHEUS_MULTIPROC_DIR" 2>/dev/null && (: >"$probe") 2>/dev/null; then
         rm -f "$probe"
     else
         echo "satosa-orcid: metrics off: PROMETHEUS_MULTIPROC_DIR=$PROMETHEUS_MULTIPROC_DIR is not writable (mount a volume or tmpfs there, e.g. --tmpfs $PROMETHEUS_MULTIPROC_DIR:uid=10001,gid=10001)" >&2
