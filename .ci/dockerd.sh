@@ -37,6 +37,7 @@ dockerd_stop() {
     # containers this daemon runs (only ours: it is a private daemon)
     local ids
     ids=$(docker ps -q 2>/dev/null || true)
+    # shellcheck disable=SC2086  # one argument per id
     [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
     kill -TERM "$DOCKERD_PID" 2>/dev/null || true
     for _ in $(seq 1 60); do

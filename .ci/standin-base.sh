@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016  # the hooks' "$1" (the new root) is expanded by mmdebstrap, not here
 # A STAND-IN for the official `python:3.11-slim` base image, for machines that cannot pull it
 # (CI here: image registries are not reachable). It is NOT the official image and is never
 # used when the real one can be pulled: `.ci/image` tries `docker pull python:3.11-slim` first
@@ -30,6 +31,7 @@ trap 'rm -rf "$work"' EXIT
     index=${PIP_INDEX_URL:-$(pip3 config get global.index-url 2>/dev/null || true)}
     extra=${PIP_EXTRA_INDEX_URL:-$(pip3 config get global.extra-index-url 2>/dev/null || true)}
     [ -n "$index" ] && echo "index-url = $index"
+    # shellcheck disable=SC2086  # split the list
     extra=$(printf '%s\n' $extra | grep -v '^file:' | tr '\n' ' ' | sed 's/ *$//' || true)
     [ -n "$extra" ] && echo "extra-index-url = $extra"
     if [ -n "${PIP_TRUSTED_HOST:-}" ]; then echo "trusted-host = $PIP_TRUSTED_HOST"; fi

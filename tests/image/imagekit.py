@@ -131,7 +131,7 @@ class Container:
 
     def stop(self) -> str:
         self.logs_text = self.logs()
-        docker("rm", "-f", self.name, check=False)
+        docker("rm", "-f", "-v", self.name, check=False)  # and its anonymous volume
         return self.logs_text
 
 
