@@ -430,16 +430,16 @@ def _connect_button_url(r) -> str:
     """The href of the "Connect" button of ORCID's notification (it opens in a new tab)."""
     from urllib.parse import urljoin
 
-    from bs4 import BeautifulSoup
+    from .htmldoc import parse_html
 
-    link = BeautifulSoup(r.text, "html.parser").find("a", id="connect-institution")
+    link = parse_html(r.text).find("a", id="connect-institution")
     return urljoin(r.url, link["href"])
 
 
 def _title(page: str) -> str:
-    from bs4 import BeautifulSoup
+    from .htmldoc import parse_html
 
-    tag = BeautifulSoup(page, "html.parser").find(["h1", "title"])
+    tag = parse_html(page).find(["h1", "title"])
     return tag.get_text(" ", strip=True) if tag else ""
 
 

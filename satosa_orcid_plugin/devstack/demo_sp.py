@@ -58,9 +58,9 @@ class ReleasedAttributes:
 
 def extract_released(page_html: str) -> dict[str, Any]:
     """The JSON embedded by the SP's result page (``script#released-attributes``)."""
-    from bs4 import BeautifulSoup
+    from .htmldoc import parse_html
 
-    tag = BeautifulSoup(page_html, "html.parser").find("script", id=RELEASED_ATTRIBUTES_ID)
+    tag = parse_html(page_html).find("script", id=RELEASED_ATTRIBUTES_ID)
     if tag is None:
         raise ValueError("page has no <script id='released-attributes'>")
     return json.loads(tag.string or "")

@@ -18,7 +18,8 @@ from typing import Callable, Iterable, Mapping
 from urllib.parse import urljoin
 
 import requests
-from bs4 import BeautifulSoup
+
+from .htmldoc import parse_html
 
 __all__ = ["Button", "Form", "parse_forms", "find_form", "has_button", "ScriptedBrowser", "BrowserError"]
 
@@ -85,7 +86,7 @@ def _norm(text: str) -> str:
 
 def parse_forms(page: str, base_url: str) -> list[Form]:
     """Every ``<form>`` of ``page`` with its successful-control defaults and submit buttons."""
-    soup = BeautifulSoup(page, "html.parser")
+    soup = parse_html(page)
     forms = []
     for f in soup.find_all("form"):
         action = urljoin(base_url, f.get("action") or base_url)
@@ -233,7 +234,7 @@ class ScriptedBrowser:
         return parse_forms(response.text, response.url)
 
     def follow_link(self, response: requests.Response, text: str) -> requests.Response:
-        soup = BeautifulSoup(response.text, "html.parser")
+        soup = parse_html(response.text)
         want = _norm(text)
         for a in soup.find_all("a", href=True):
             if want in _norm(a.get_text(" ", strip=True)):

@@ -166,3 +166,25 @@ def which(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is not installed (.ci/image installs it)"
     return path
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        try:
+            socks = []
+            for i in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free loopback ports")

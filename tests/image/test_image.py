@@ -184,3 +184,14 @@ def test_image_labels_name_the_version_and_commit():
     cfg.read(REPO / "setup.cfg")
     assert labels["org.opencontainers.image.version"] == cfg["metadata"]["version"]
     assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"])
+
+
+def test_demo_once_runs_in_the_image():
+    """The demo's scripted browser needs only the runtime dependencies (no BeautifulSoup)."""
+    from imagekit import free_port_run
+
+    base = free_port_run(4)
+    result = docker("run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp", "--entrypoint", "satosa-orcid",
+                    IMAGE, "demo", "--once", "--root", "/tmp/demo", "--port-base", str(base), check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert '"eduPersonOrcid": ["https://orcid.org/0000-0002-1825-0097"]' in result.stdout
