@@ -55,13 +55,15 @@ clean:
 	rm -rf $(VENV) var demo-data .pytest_cache
 
 # constraints.txt: every dependency (all extras) at one version, resolved by pip-compile
-# (pip-tools) from setup.cfg. `make setup`, CI and the image install from it. Run after
+# (pip-tools) from setup.cfg; docker/requirements.txt: the image's runtime subset (extra
+# postgres) at the same versions. `make setup`, CI and the image install from them. Run after
 # changing setup.cfg, or to take newer releases; commit the result.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 lock: $(VENV)/.installed
 	@$(BIN)/python -c 'import piptools' 2>/dev/null || $(BIN)/pip install -q pip-tools
-	$(BIN)/pip-compile --quiet --upgrade --all-extras --strip-extras --allow-unsafe \
-	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
-	  --custom-compile-command 'make lock' --output-file constraints.txt setup.cfg
+	$(PIP_COMPILE) --upgrade --all-extras --output-file constraints.txt setup.cfg
+	$(PIP_COMPILE) --extra postgres --constraint constraints.txt --output-file docker/requirements.txt setup.cfg
 
 # The image (docker/Dockerfile), labelled with the plugin version and the git commit. Needs a
 # Docker daemon ($$DOCKER_HOST); .ci/image starts a private one and builds a stand-in base
