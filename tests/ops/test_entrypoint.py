@@ -403,3 +403,18 @@ def test_gunicorn_recycles_workers_with_jitter(monkeypatch):
     assert (settings().max_requests, settings().max_requests_jitter) == (500, 50)
     monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "0")  # off
     assert settings().max_requests == 0
+
+
+@pytest.mark.parametrize("env, url, tls", [
+    ({}, "http://127.0.0.1:8000/orcid/health", False),
+    ({"GUNICORN_BIND": "0.0.0.0:9443", "GUNICORN_CERTFILE": "/c.pem"}, "https://127.0.0.1:9443/orcid/health", True),
+    ({"GUNICORN_BIND": "unix:/run/g.sock,127.0.0.1:8001", "GUNICORN_CMD_ARGS": "--workers 2 --certfile=/c.pem"},
+     "https://127.0.0.1:8001/orcid/health", True),
+    ({"GUNICORN_CMD_ARGS": "--keyfile /k.pem"}, "http://127.0.0.1:8000/orcid/health", False),
+])
+def test_health_probes_the_gunicorn_of_this_container_with_its_scheme(env, url, tls):
+    """The HEALTHCHECK follows gunicorn: its port, and https when it was given a certificate
+    (a probe over http to a TLS port fails and the container would never turn healthy)."""
+    from satosa_orcid_plugin.cli_ops import local_health_url
+
+    assert local_health_url(env) == (url, tls)
