@@ -77,5 +77,12 @@ image:
 
 # Starts the image (and compose's stack, and nginx in front) and logs in through it:
 # tests/image/. Needs the image, a Docker daemon, PostgreSQL, docker-compose and nginx.
+# The two files run side by side (mostly waiting on containers); the compose run's output
+# follows the other's.
 image-test: setup
-	SATOSA_ORCID_IMAGE=$(IMAGE) $(BIN)/pytest -p no:cacheprovider tests/image $(PYTEST_ARGS)
+	@mkdir -p var
+	@SATOSA_ORCID_IMAGE=$(IMAGE) $(BIN)/pytest -p no:cacheprovider tests/image/test_compose.py $(PYTEST_ARGS) \
+	  > var/image-test-compose.log 2>&1 & compose=$$!; \
+	SATOSA_ORCID_IMAGE=$(IMAGE) $(BIN)/pytest -p no:cacheprovider tests/image/test_image.py $(PYTEST_ARGS); single=$$?; \
+	wait $$compose; both=$$?; echo "--- tests/image/test_compose.py"; cat var/image-test-compose.log; \
+	[ $$single -eq 0 ] && [ $$both -eq 0 ]
