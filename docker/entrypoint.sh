@@ -17,7 +17,10 @@
 #   SATOSA_ORCID_DATABASE_URL     postgresql+psycopg://... -> `satosa-orcid db upgrade` first
 #   SATOSA_ORCID_DB_UPGRADE       auto (PostgreSQL only, the default) | always | never
 #   SATOSA_ORCID_CHECK_CONFIG     1 (default): `satosa-orcid check-config` before gunicorn; 0 skips
-#   PROMETHEUS_MULTIPROC_DIR      directory for the workers' metrics (created, wiped by gunicorn)
+#   PROMETHEUS_MULTIPROC_DIR      directory for the workers' metrics (created, wiped by gunicorn);
+#                                 must be writable (a volume or tmpfs under a read-only root):
+#                                 when it is not, one line says so and the workers keep none
+#   SATOSA_ORCID_CONFIG           the CLI's configuration (default: SATOSA_CONFIG)
 #   GUNICORN_BIND, GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_TIMEOUT, GUNICORN_MAX_REQUESTS,
 #   GUNICORN_MAX_REQUESTS_JITTER, GUNICORN_CMD_ARGS
 set -eu
@@ -28,7 +31,7 @@ die() {
 }
 
 # <NAME>_FILE -> NAME, for secrets mounted as files
-for name in SATOSA_STATE_ENCRYPTION_KEY SATOSA_ORCID_TOKEN_KEYS ORCID_CLIENT_SECRET; do
+for name in SATOSA_STATE_ENCRYPTION_KEY SATOSA_ORCID_TOKEN_KEYS ORCID_CLIENT_SECRET SATOSA_ORCID_DATABASE_URL; do
     eval "file=\${${name}_FILE:-}"
     eval "value=\${${name}:-}"
     if [ -z "$value" ] && [ -n "$file" ]; then
@@ -42,7 +45,8 @@ done
 [ -n "${SATOSA_ORCID_TOKEN_KEYS:-}" ] || die "refusing to start: SATOSA_ORCID_TOKEN_KEYS is not set (generate one with: satosa-orcid keys generate, keep it safe: it decrypts every stored ORCID token)"
 
 SATOSA_CONFIG=${SATOSA_CONFIG:-/etc/satosa/proxy_conf.yaml}
-export SATOSA_CONFIG
+SATOSA_ORCID_CONFIG=${SATOSA_ORCID_CONFIG:-$SATOSA_CONFIG}
+export SATOSA_CONFIG SATOSA_ORCID_CONFIG
 
 serve=0
 if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
@@ -74,8 +78,14 @@ if [ "$upgrade" != "never" ]; then
         || die "refusing to start: the database schema upgrade failed (see above)"
 fi
 
-if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
-    mkdir -p "$PROMETHEUS_MULTIPROC_DIR" || die "cannot create PROMETHEUS_MULTIPROC_DIR=$PROMETHEUS_MULTIPROC_DIR"
+if [ "$serve" -eq 1 ] && [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+    probe="$PROMETHEUS_MULTIPROC_DIR/.satosa-orcid-write-test"
+    if mkdir -p "$PROMETHEUS_MULTIPROC_DIR" 2>/dev/null && (: >"$probe") 2>/dev/null; then
+        rm -f "$probe"
+    else
+        echo "satosa-orcid: metrics off: PROMETHEUS_MULTIPROC_DIR=$PROMETHEUS_MULTIPROC_DIR is not writable (mount a volume or tmpfs there, e.g. --tmpfs $PROMETHEUS_MULTIPROC_DIR:uid=10001,gid=10001)" >&2
+        unset PROMETHEUS_MULTIPROC_DIR
+    fi
 fi
 
 if [ "$serve" -eq 1 ]; then

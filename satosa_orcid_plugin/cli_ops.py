@@ -11,7 +11,11 @@ to ``$PROMETHEUS_MULTIPROC_DIR``; with a database (``--config`` or
 
 ``health`` probes liveness (the image's ``HEALTHCHECK``: the process serves requests, whatever
 the database does); ``health --detail`` probes ``<url>/detail`` and prints the database state,
-exiting 1 when it is degraded (for scripts and alerts, never for routing).
+exiting 1 when it is degraded (for scripts and alerts, never for routing). Without ``--url``
+(or ``$SATOSA_ORCID_HEALTH_URL``) it probes this host's gunicorn as the image starts it: the
+port of ``$GUNICORN_BIND`` on loopback, over https when gunicorn has a certificate
+(``$GUNICORN_CERTFILE``, or ``--certfile`` in ``$GUNICORN_CMD_ARGS``), whose name is the public
+host's and not 127.0.0.1's, so that loopback probe does not verify it.
 """
 from __future__ import annotations
 
@@ -26,6 +30,31 @@ from .ops.signals import stop_event_on_signals
 
 HEALTH_URL_ENV = "SATOSA_ORCID_HEALTH_URL"
 DEFAULT_HEALTH_URL = "http://127.0.0.1:8000/orcid/health"
+HEALTH_PATH = "/orcid/health"
+
+
+def local_health_url(environ: "os._Environ[str] | dict[str, str]") -> tuple[str, bool]:
+    """The health URL of the gunicorn this container runs, and whether it is served over TLS.
+
+    >>> local_health_url({"GUNICORN_BIND": "0.0.0.0:8443", "GUNICORN_CMD_ARGS": "--certfile /c.pem --keyfile /k.pem"})
+    ('https://127.0.0.1:8443/orcid/health', True)
+    >>> local_health_url({})
+    ('http://127.0.0.1:8000/orcid/health', False)
+    """
+    import shlex
+
+    binds = [b.strip() for b in environ.get("GUNICORN_BIND", "0.0.0.0:8000").split(",") if b.strip()]
+    port = "8000"
+    for bind in binds:
+        if not bind.startswith(("unix:", "fd://")):
+            port = bind.rsplit(":", 1)[1] if ":" in bind else "8000"
+            break
+    try:
+        args = shlex.split(environ.get("GUNICORN_CMD_ARGS", ""))
+    except ValueError:
+        args = []
+    tls = bool(environ.get("GUNICORN_CERTFILE")) or any(a == "--certfile" or a.startswith("--certfile=") for a in args)
+    return f"{'https' if tls else 'http'}://127.0.0.1:{port}{HEALTH_PATH}", tls
 
 
 
@@ -67,7 +96,8 @@ def metrics_serve(obj: Any, port: int, host: str, token_file: str | None, no_dat
 
 
 @click.command("health")
-@click.option("--url", default=None, help=f"Health URL (default ${HEALTH_URL_ENV} or {DEFAULT_HEALTH_URL}).")
+@click.option("--url", default=None, help=f"Health URL (default ${HEALTH_URL_ENV}, else this host's gunicorn: {DEFAULT_HEALTH_URL}, "
+                   "https when it has a certificate).")
 @click.option("--timeout", type=float, default=5.0, show_default=True)
 @click.option("--insecure", is_flag=True, help="Do not verify the TLS certificate (a proxy with its own cert).")
 @click.option("--detail", is_flag=True,
@@ -76,7 +106,10 @@ def health(url: str | None, timeout: float, insecure: bool, detail: bool) -> Non
     """Exit 0 when the proxy's health endpoint answers 200 (liveness: the container HEALTHCHECK)."""
     import requests
 
-    url = url or os.environ.get(HEALTH_URL_ENV) or DEFAULT_HEALTH_URL
+    url = url or os.environ.get(HEALTH_URL_ENV)
+    if not url:
+        url, loopback_tls = local_health_url(os.environ)
+        insecure = insecure or loopback_tls  # our own certificate, probed on loopback
     if detail:
         url = url.rstrip("/") + "/detail"
     try:

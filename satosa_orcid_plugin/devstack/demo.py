@@ -155,6 +155,10 @@ def _gunicorn_supports(flag: str) -> bool:
 
 
 def _gunicorn(bind: str, app: str, *extra: str, workers: int = 1) -> list[str]:
+    # The image's access log: the path only, never the query string, which carries ORCID
+    # authorization codes and OAuth state (ops/gunicorn_conf.py).
+    from ..ops.gunicorn_conf import ACCESS_LOG_FORMAT
+
     argv = [
         sys.executable, "-m", "gunicorn",
         "--bind", bind,
@@ -163,6 +167,7 @@ def _gunicorn(bind: str, app: str, *extra: str, workers: int = 1) -> list[str]:
         "--timeout", "60",
         "--graceful-timeout", "5",
         "--access-logfile", "-",
+        "--access-logformat", ACCESS_LOG_FORMAT,
     ]
     # Newer gunicorns open a control socket at one fixed path per user; four of them (and
     # any other gunicorn of this user) would fight over it.

@@ -431,6 +431,7 @@ class DemoLayout:
             "ORCID_CLIENT_SECRET": self.orcid_client_secret,
             "SATOSA_ORCID_DATABASE_URL": self.database_url,
             "SATOSA_ORCID_TOKEN_KEYS": self.secrets["token_key"],
+            "SATOSA_ORCID_INSTITUTION": DEMO_INSTITUTION,
             # orcid_requesters in plugins/microservices/orcid.yaml: the emulator plays ORCID's SAML SP
             "SATOSA_ORCID_EMULATOR_SP": self.emulator_sp_entity_id,
             # per-SP persistent NameIDs (plugins/microservices/pairwise_nameid.yaml)

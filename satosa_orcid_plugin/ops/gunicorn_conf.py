@@ -7,8 +7,10 @@ replaced after that many requests plus a random 0..jitter, so memory a worker ac
 returned and the workers of an instance do not all restart at once (0 turns recycling off),
 ``SATOSA_CONFIG`` (its directory becomes the working directory, as SATOSA resolves relative
 paths from there), ``PROMETHEUS_MULTIPROC_DIR`` (wiped at start; each worker writes its
-metrics there). Anything else: ``GUNICORN_CMD_ARGS`` (gunicorn reads it itself), e.g.
-``--certfile``/``--keyfile`` for TLS, ``--forwarded-allow-ips`` behind a load balancer.
+metrics there), ``GUNICORN_CERTFILE``/``GUNICORN_KEYFILE`` (TLS between a front proxy and
+gunicorn; ``satosa-orcid health`` then probes over https). Anything else: ``GUNICORN_CMD_ARGS`` (gunicorn reads it itself), e.g.
+``--forwarded-allow-ips`` behind the front proxy. gunicorn never faces clients directly: a
+buffering reverse proxy (docker/nginx.conf) sits in front of it.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ keepalive = 5
 # state is in SATOSA's cookie, and the request id the backend checks too (ops/saml2_backend.py).
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
+if os.environ.get("GUNICORN_CERTFILE"):
+    certfile = os.environ["GUNICORN_CERTFILE"]
+    keyfile = os.environ.get("GUNICORN_KEYFILE") or None
 chdir = os.path.dirname(os.path.abspath(os.environ.get("SATOSA_CONFIG", "proxy_conf.yaml")))
 
 # Request size limits at the HTTP layer (the request line carries SAML HTTP-Redirect messages).
@@ -35,7 +40,9 @@ limit_request_field_size = 8190
 # Access log with the path only: a query string can carry an ORCID authorization code.
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+# (the demo's gunicorns use the same: devstack/demo.py)
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+access_log_format = ACCESS_LOG_FORMAT
 
 # No control socket (newer gunicorns open one under $HOME, which a read-only container lacks).
 control_socket_disable = True

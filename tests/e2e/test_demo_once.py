@@ -56,6 +56,15 @@ def test_demo_once_releases_the_orcid_id_to_the_sp(tmp_path):
     assert attributes["eduPersonPrincipalName"] == ["alice@demo.example.org"]
     # every process the demo started is gone: its ports are free again
     assert all(_bindable(base + i) for i in range(4)), "a demo process is still listening"
+    # The access logs carry paths only, as the image's: the login passed an ORCID
+    # authorization code and OAuth state through query strings, and none reached a log.
+    proxy_log = (tmp_path / "demo" / "logs" / "proxy.log").read_text()
+    assert "/orcid/callback" in proxy_log
+    for name in ("emulator", "idp", "sp", "proxy"):
+        text = (tmp_path / "demo" / "logs" / f"{name}.log").read_text()
+        requests_logged = [line for line in text.splitlines() if '"GET /' in line or '"POST /' in line]
+        assert requests_logged, f"{name}.log has no access log lines"
+        assert not [line for line in requests_logged if "?" in line], f"{name}.log logs a query string"
 
 
 def test_demo_names_the_port_that_is_taken(tmp_path):

@@ -284,9 +284,19 @@ def test_dockerfile_shape():
     assert "xmlsec1" in text and "USER 10001:10001" in text and "HEALTHCHECK" in text
     assert 'ENTRYPOINT ["satosa-orcid-entrypoint"]' in text
     assert "COPY docker/entrypoint.sh /usr/local/bin/satosa-orcid-entrypoint" in text
-    assert 'pip install --no-cache-dir ".[postgres]"' in text  # the package from this source tree
-    ignore = (REPO / "docker" / "Dockerfile.dockerignore").read_text().split()
-    assert "*" in ignore and "!satosa_orcid_plugin/" in ignore
+    # the package from this source tree, its dependencies at the versions constraints.txt locks
+    assert "pip install --no-cache-dir --requirement requirements.txt" in text
+    assert "pip install --no-cache-dir --no-deps ." in text
+    assert "ARG VCS_REF" in text and "org.opencontainers.image.revision" in text
+    # The ignore rules every builder reads (the legacy builder ignores Dockerfile.dockerignore):
+    # only what the image needs goes to the daemon, never docker/satosa.env or docker/config/.
+    assert not (REPO / "docker" / "Dockerfile.dockerignore").exists()
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert ignore.count("*") == 1 and "!satosa_orcid_plugin/" in ignore
+    assert not [line for line in ignore if line.startswith("!docker/")
+                and line not in ("!docker/entrypoint.sh", "!docker/requirements.txt")]
+    gitignore = (REPO / ".gitignore").read_text().split()
+    assert {"docker/satosa.env", "docker/.env", "docker/config/"} <= set(gitignore)
 
 
 def test_compose_stack_shape():
@@ -302,8 +312,16 @@ def test_compose_stack_shape():
     assert "profiles" not in services["proxy"] and "profiles" not in services["postgres"]
     for name in ("proxy", "sync", "metrics", "emulator"):
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+        assert services[name]["env_file"] == "satosa.env"  # the short form every Compose reads
         env = services[name]["environment"]
-        assert env["SATOSA_ORCID_DATABASE_URL"].startswith("postgresql+psycopg://")
+        # the database password only where the database is used
+        assert ("SATOSA_ORCID_DATABASE_URL" in env) == (name != "emulator")
+        if name != "emulator":
+            assert env["SATOSA_ORCID_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert not re.search(r"^POSTGRES_PASSWORD=", (REPO / "docker" / "satosa.env.example").read_text(), re.M)
+    # nginx in front; gunicorn is not published
+    assert services["nginx"]["volumes"][0].startswith("./nginx.conf:/etc/nginx/conf.d/")
+    assert "ports" not in services["proxy"] or all(p.endswith(":8090") for p in services["proxy"]["ports"])
     example = (REPO / "docker" / "satosa.env.example").read_text()
     proxy_conf = (REPO / "proxy_conf" / "proxy_conf.yaml").read_text()
     needed = set()
@@ -385,3 +403,18 @@ def test_gunicorn_recycles_workers_with_jitter(monkeypatch):
     assert (settings().max_requests, settings().max_requests_jitter) == (500, 50)
     monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "0")  # off
     assert settings().max_requests == 0
+
+
+@pytest.mark.parametrize("env, url, tls", [
+    ({}, "http://127.0.0.1:8000/orcid/health", False),
+    ({"GUNICORN_BIND": "0.0.0.0:9443", "GUNICORN_CERTFILE": "/c.pem"}, "https://127.0.0.1:9443/orcid/health", True),
+    ({"GUNICORN_BIND": "unix:/run/g.sock,127.0.0.1:8001", "GUNICORN_CMD_ARGS": "--workers 2 --certfile=/c.pem"},
+     "https://127.0.0.1:8001/orcid/health", True),
+    ({"GUNICORN_CMD_ARGS": "--keyfile /k.pem"}, "http://127.0.0.1:8000/orcid/health", False),
+])
+def test_health_probes_the_gunicorn_of_this_container_with_its_scheme(env, url, tls):
+    """The HEALTHCHECK follows gunicorn: its port, and https when it was given a certificate
+    (a probe over http to a TLS port fails and the container would never turn healthy)."""
+    from satosa_orcid_plugin.cli_ops import local_health_url
+
+    assert local_health_url(env) == (url, tls)
