@@ -122,6 +122,7 @@ class Meter:
 
     wall: float = 0.0
     cpu: float = 0.0
+    children: float = 0.0  # of which reaped children (xmlsec1)
 
     @contextlib.contextmanager
     def timing(self) -> Iterator[None]:
@@ -130,7 +131,9 @@ class Meter:
             yield
         finally:
             self.wall += time.perf_counter() - w0
-            self.cpu += (time.thread_time() - t0) + (children_cpu() - c0)
+            children = children_cpu() - c0
+            self.children += children
+            self.cpu += (time.thread_time() - t0) + children
 
 
 # --- environment ---------------------------------------------------------------------------

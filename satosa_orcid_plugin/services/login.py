@@ -92,11 +92,11 @@ class LoginService:
     ) -> Decision:
         linked = declined = None
         if user_key:
-            link = self.store.links.get_active(user_key)
+            link, decision = self.store.links.login_view(user_key, self.clock())  # one query
             if link is not None and link.environment == self.environment:
                 linked = link.orcid
             if linked is None and asserted is None:
-                declined = self.store.decisions.get(user_key, self.clock())
+                declined = decision
         return decide(
             self.config, user_key=user_key, requester=requester, linked=linked, declined=declined, asserted=asserted,
             requested=requested,

@@ -10,6 +10,9 @@ from .database import Database
 from .schema import DECISIONS, NEVER, NOT_NOW, DecisionRow, as_utc
 
 
+_FORGET = sa.delete(DecisionRow.__table__).where(DecisionRow.__table__.c.user_key == sa.bindparam("key"))
+
+
 class Decisions:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -42,11 +45,14 @@ class Decisions:
         """``"never"``, ``"not_now"`` while its period lasts, else None."""
         now = as_utc(now, "now")
         row = self.db.scalar(sa.select(DecisionRow).where(DecisionRow.user_key == self.db.stored_user_key(user_key)))
-        if row is None:
-            return None
-        if row.decision == NEVER:
+        return self.in_force(row.decision, row.until, now) if row is not None else None
+
+    @staticmethod
+    def in_force(decision: str | None, until: datetime | None, now: datetime) -> str | None:
+        """A stored decision as it stands at ``now``: "never", "not_now" while it runs, else None."""
+        if decision == NEVER:
             return NEVER
-        return NOT_NOW if row.until is not None and row.until > now else None
+        return NOT_NOW if decision == NOT_NOW and until is not None and until > now else None
 
     def clear(self, user_key: str) -> None:
         key = self.db.stored_user_key(user_key)
@@ -58,7 +64,8 @@ class Decisions:
     def forget(session: Session, key: str) -> int:
         """Delete the decision of a (stored) user key in ``session``'s transaction (a new link
         answers it); the number of rows deleted."""
-        return session.execute(sa.delete(DecisionRow).where(DecisionRow.user_key == key)).rowcount
+        # Core on the session's connection: no ORM bulk-delete bookkeeping on the link path
+        return session.connection().execute(_FORGET, {"key": key}).rowcount
 
     def counts(self, session: Session, now: datetime) -> tuple[int, int]:
         """(``not_now`` decisions still running at ``now``, ``never`` decisions)."""

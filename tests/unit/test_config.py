@@ -236,3 +236,26 @@ def test_connect_limits_default_to_what_real_users_need_and_stay_below_orcids_qu
     custom = parse_config(cfg(connect={"limits": {"client_rate": "0.5", "client_burst": 3, "trusted_proxies": 1}}))
     assert (custom.connect.limits.client_rate, custom.connect.limits.client_burst) == (0.5, 3)
     assert custom.connect.limits.trusted_proxies == 1
+
+
+def test_calls_to_orcid_ignore_the_environment_and_take_a_proxy_only_from_config(monkeypatch):
+    from satosa_orcid_plugin.orcid_client import OrcidClient
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://env-proxy.invalid:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    plain = OrcidClient(parse_config(cfg()).orcid)
+    assert plain.session.trust_env is False and plain.session.proxies == {}
+    assert plain.session.merge_environment_settings("https://orcid.org/oauth/token", {}, None, None, None)["proxies"] == {}
+
+    proxied = parse_config(cfg(orcid__proxy="http://user:pw@proxy.example.org:3128", orcid__ca_bundle="/etc/ca.pem"))
+    session = OrcidClient(proxied.orcid).session
+    assert session.proxies == {"http": "http://user:pw@proxy.example.org:3128",
+                               "https": "http://user:pw@proxy.example.org:3128"}
+    assert session.verify == "/etc/ca.pem"
+    assert "pw@" not in repr(proxied) and "pw@" not in repr(proxied.orcid)
+
+
+def test_a_proxy_that_is_not_a_url_names_the_key():
+    with pytest.raises(ConfigError, match=r"orcid\.proxy") as caught:
+        parse_config(cfg(orcid__proxy="proxy.example.org:3128"))
+    assert "proxy.example.org" not in str(caught.value)
