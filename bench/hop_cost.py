@@ -339,11 +339,11 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
             Row(f"{prefix}.proxy_extra_cpu_ms.median", proxy.median - fast_proxy.median, "ms",
                 note=f"{label}: whole proxy CPU of a hop login ({proxy.median:.1f} ms) minus a fast-path login "
                      f"({fast_proxy.median:.1f} ms): adds SATOSA's state cookie and routing for the extra request(s)"),
-            Row(f"{prefix}.sql_statements_per_hop", statistics.median(len(r["statements"]) for r in results[name]),
+            Row(f"{prefix}.sql_statements_per_hop", statistics.median_low(len(r["statements"]) for r in results[name]),
                 "statements", note=f"{label}: statements the plugin's store engine sent to the driver during a hop "
                                    f"(BEGIN included; counted with SQLAlchemy's before_cursor_execute), median over "
                                    f"{own.n} hops; one hop: " + " | ".join(results[name][-1]["statements"])),
-            Row(f"{prefix}.commits_per_hop", statistics.median(r["commits"] for r in results[name]), "commits",
+            Row(f"{prefix}.commits_per_hop", statistics.median_low(r["commits"] for r in results[name]), "commits",
                 note=f"{label}: COMMITs during a hop (SQLAlchemy's commit event), median"),
             target_row(f"{prefix}.backchannel_requests_per_hop", max(counts) if len(set(counts)) > 1 else counts[0],
                        "requests", "==", 1,
