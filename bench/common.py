@@ -254,7 +254,8 @@ class Deployment:
                 tokens = TokenSet(access_token=f"bench-access-{user}", refresh_token=f"bench-refresh-{user}",
                                   expires_at=datetime.now(timezone.utc) + timedelta(days=365 * 20),
                                   scope=("openid",))
-                store.links.link(f"{user}@{SCOPE}", orcid, tokens, name=user.title())
+                store.links.link(f"{user}@{SCOPE}", orcid, tokens, name=user.title(),
+                                 issuer=self.layout.idp_entity_id)  # the demo IdP asserts the key
                 linked[user] = orcid.uri
             return linked
         finally:

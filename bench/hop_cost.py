@@ -258,7 +258,8 @@ def one_hop(deployment: Deployment, logins: InProcessLogins, client, emulator, s
     released = logins.released(response)
     if released.get(ORCID_ATTRIBUTE) != [f"https://orcid.org/{JOSIAH}"]:
         raise AssertionError(f"the hop did not release the iD: {released.get(ORCID_ATTRIBUTE)}")
-    store.links.unlink(f"alice@{SCOPE}", reason="bench")  # unlinked again for the next hop (not timed)
+    # unlinked again for the next hop (not timed)
+    store.links.unlink(f"alice@{SCOPE}", reason="bench", issuer=deployment.layout.idp_entity_id)
     return {"own": own, "proxy_cpu": result.proxy.cpu, "requests": requests, "parts": parts,
             "statements": statements, "commits": commits, "xmlsec1": result.proxy.children, "state": STATE.cpu}
 
@@ -282,7 +283,7 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
     store = deployment.store()
     try:
         try:
-            store.links.unlink(f"alice@{SCOPE}", reason="bench")
+            store.links.unlink(f"alice@{SCOPE}", reason="bench", issuer=deployment.layout.idp_entity_id)
         except NotFound:
             pass
         logins = InProcessLogins(deployment.layout)

@@ -81,8 +81,8 @@ class SqliteBackend(Backend):
                 rows = [(user_key(i), loaded_orcid(i), now, now) for i in range(low, min(stop, low + BATCH))]
                 conn.execute("BEGIN")
                 conn.executemany(
-                    "INSERT INTO orcid_links (user_key, orcid, environment, status, scopes, created_at, updated_at) "
-                    "VALUES (?, ?, 'production', 'active', 'openid', ?, ?)", rows)
+                    "INSERT INTO orcid_links (user_key, issuer, orcid, environment, status, scopes, created_at, "
+                    "updated_at) VALUES (?, '', ?, 'production', 'active', 'openid', ?, ?)", rows)
                 conn.execute("COMMIT")
             # steady state: the bulk load's pages out of the WAL into the database file
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -123,8 +123,8 @@ class PostgresBackend(Backend):
             for low in range(start, stop, BATCH):
                 indexes = range(low, min(stop, low + BATCH))
                 conn.execute(
-                    "INSERT INTO orcid_links (user_key, orcid, environment, status, scopes, created_at, updated_at) "
-                    "SELECT u, o, 'production', 'active', 'openid', now(), now() "
+                    "INSERT INTO orcid_links (user_key, issuer, orcid, environment, status, scopes, created_at, "
+                    "updated_at) SELECT u, '', o, 'production', 'active', 'openid', now(), now() "
                     "FROM unnest(%s::text[], %s::text[]) AS t(u, o)",
                     ([user_key(i) for i in indexes], [loaded_orcid(i) for i in indexes]))
             # steady state, as autovacuum and the checkpointer would leave it: statistics and the

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .cli_base import Group, fail as _fail
+from .cli_base import ISSUER_HELP, Group, fail as _fail, issuer_of as _issuer_of
 
 ENV_DATABASE_URL = "SATOSA_ORCID_DATABASE_URL"
 ENV_TOKEN_KEYS = "SATOSA_ORCID_TOKEN_KEYS"
@@ -105,20 +105,21 @@ def links_list(obj: Ctx, status: str | None, limit: int, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['user_key']}\t{r['orcid_uri']}\t{r['status']}\t{r.get('updated_at', '')}")
+        click.echo(f"{r['user_key']}\t{r['issuer'] or '-'}\t{r['orcid_uri']}\t{r['status']}\t{r.get('updated_at', '')}")
 
 
 @links.command("show")
 @click.argument("user", required=False)
 @click.option("--orcid", "orcid", default=None, help="Show the link holding this iD instead (any form of the iD).")
+@click.option("--issuer", default=None, help=ISSUER_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def links_show(obj: Ctx, user: str | None, orcid: str | None, as_json: bool) -> None:
+def links_show(obj: Ctx, user: str | None, orcid: str | None, issuer: str | None, as_json: bool) -> None:
     """Show USER's link (or the link holding --orcid) and its audit trail (never a token)."""
     if bool(user) == bool(orcid):
         raise click.UsageError("give USER or --orcid ID")
     admin = obj.admin()
-    link = admin.link(user) if user else admin.link_of_orcid(orcid)
+    link = admin.link(user, _issuer_of(admin, user, issuer)) if user else admin.link_of_orcid(orcid)
     if link is None:
         _fail(f"no link for user {user!r}" if user else f"no link holds the ORCID iD {orcid}")
     data = _link_dict(link)
@@ -136,40 +137,46 @@ def links_show(obj: Ctx, user: str | None, orcid: str | None, as_json: bool) -> 
 @links.command("unlink")
 @click.argument("user")
 @click.option("--reason", default="admin", show_default=True)
+@click.option("--issuer", default=None, help=ISSUER_HELP)
 @click.pass_obj
-def links_unlink(obj: Ctx, user: str, reason: str) -> None:
+def links_unlink(obj: Ctx, user: str, reason: str, issuer: str | None) -> None:
     """Unlink USER, revoking the tokens at ORCID."""
     from .errors import NotFound
 
+    admin = obj.admin()
+    issuer = _issuer_of(admin, user, issuer)
     try:
-        link = obj.admin().unlink(user, reason=reason)
+        link = admin.unlink(user, issuer=issuer, reason=reason)
     except NotFound:
-        _fail(f"no active link for user {user!r}")
-    click.echo(f"unlinked {user} ({link.orcid.uri})")
+        _fail(f"no active link for user {user!r}" + (f" of {issuer}" if issuer else ""))
+    click.echo(f"unlinked {user}" + (f" of {issuer}" if issuer else "") + f" ({link.orcid.uri})")
 
 
 @links.command("check")
 @click.argument("user", required=False)
 @click.option("--all", "check_all", is_flag=True, help="Check every active link (one ORCID call each).")
+@click.option("--issuer", default=None, help=ISSUER_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def links_check(obj: Ctx, user: str | None, check_all: bool, as_json: bool) -> None:
+def links_check(obj: Ctx, user: str | None, check_all: bool, issuer: str | None, as_json: bool) -> None:
     """Ask ORCID whether USER's access still works; marks links the researcher revoked."""
     if bool(user) == check_all:
         raise click.UsageError("give USER or --all")
     admin = obj.admin()
     if user:
-        users = [user]
+        users = [(user, _issuer_of(admin, user, issuer))]
     else:
         if admin.hashes_user_keys:
             _fail("--all cannot be used with hashed user keys; give USER")
-        users = admin.active_user_keys()
-    results = {u: admin.check_link(u) for u in users}
+        users = admin.active_users()
+    checked = [(u, i, admin.check_link(u, i)) for u, i in users]
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps([{"user_key": u, "issuer": i, "result": r} for u, i, r in checked] if check_all
+                              else {u: r for u, _, r in checked}, indent=2))
     else:
-        for u, r in results.items():
-            click.echo(f"{u}\t{r}")
+        for u, i, r in checked:
+            click.echo(f"{u}\t{i or '-'}\t{r}" if check_all else f"{u}\t{r}")
+    results = {u: r for u, _, r in checked}
     if user and results[user] == "no_link":
         sys.exit(1)
 
@@ -184,7 +191,7 @@ def links_export(obj: Ctx, fmt: str, status: str | None) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    fields = ["user_key", "orcid", "orcid_uri", "status", "environment", "name", "amr", "scopes", "created_at", "updated_at"]
+    fields = ["user_key", "issuer", "orcid", "orcid_uri", "status", "environment", "name", "amr", "scopes", "created_at", "updated_at"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
@@ -197,18 +204,22 @@ def decisions() -> None:
 
 @decisions.command("show")
 @click.argument("user")
+@click.option("--issuer", default=None, help=ISSUER_HELP)
 @click.pass_obj
-def decisions_show(obj: Ctx, user: str) -> None:
+def decisions_show(obj: Ctx, user: str, issuer: str | None) -> None:
     """Print USER's standing decision (not_now, never or none)."""
-    click.echo(obj.admin().decision(user) or "none")
+    admin = obj.admin()
+    click.echo(admin.decision(user, _issuer_of(admin, user, issuer, decisions=True)) or "none")
 
 
 @decisions.command("clear")
 @click.argument("user")
+@click.option("--issuer", default=None, help=ISSUER_HELP)
 @click.pass_obj
-def decisions_clear(obj: Ctx, user: str) -> None:
+def decisions_clear(obj: Ctx, user: str, issuer: str | None) -> None:
     """Forget USER's decision: the next login asks again."""
-    obj.admin().clear_decision(user)
+    admin = obj.admin()
+    admin.clear_decision(user, _issuer_of(admin, user, issuer, decisions=True))
     click.echo(f"cleared the decision of {user}")
 
 
@@ -267,7 +278,10 @@ def check_config(path: str) -> None:
     """Load PATH (proxy_conf.yaml) as SATOSA does and report every problem with its key path."""
     from .ops.checks import check_proxy_config
 
-    problems, warnings = check_proxy_config(Path(path))
+    notes: list[str] = []
+    problems, warnings = check_proxy_config(Path(path), notes)
+    for n in notes:
+        click.echo(f"note: {n}")
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     for p in problems:

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from .cli_base import Group
+from .cli_base import Group, issuer_of
 from .ops.signals import stop_event_on_signals
 
 
@@ -101,13 +101,14 @@ def affiliations_group() -> None:
 
 @affiliations_group.command("show")
 @click.argument("user")
+@click.option("--issuer", default=None, help="Entity ID of the IdP that asserted USER, when several IdPs' users have it.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def affiliations_show(obj: Any, user: str, as_json: bool) -> None:
+def affiliations_show(obj: Any, user: str, issuer: str | None, as_json: bool) -> None:
     """USER's items as we think they are on the record, next to what ORCID has."""
     admin = obj.admin()
     ours = [_item_dict(i) for i in admin.affiliation_items(user)]
-    link, summaries, remote_error = admin.affiliations_at_orcid(user)
+    link, summaries, remote_error = admin.affiliations_at_orcid(user, issuer_of(admin, user, issuer))
     client_id = admin.client.settings.client_id if link is not None else None
     remote = {kind: [dict(_jsonable(s), ours=s.source_client_id == client_id) for s in items]
               for kind, items in summaries.items()}

@@ -36,6 +36,17 @@ ENVIRONMENTS = {
 PUBLIC_SCOPES = {"openid", "/authenticate", "/read-public"}
 MEMBER_SCOPES = {"/read-limited", "/activities/update", "/person/update"}
 ON_ERROR = ("continue", "fail")
+# Whose is a user key: the IdP's that asserted it (issuer, the default), or nobody's in
+# particular (global: every IdP behind the proxy shares one identifier namespace).
+USER_KEY_SCOPES = ("issuer", "global")
+SCOPE_CHECKS = ("enforce", "warn", "off")
+# Attributes whose values are scoped (``value@scope``): eduPersonPrincipalName and
+# eduPersonUniqueId (eduPerson 2020-01), SAML subject-id and pairwise-id (OASIS SAML V2.0
+# Subject Identifier Attributes Profile), by their usual internal attribute names.
+SCOPED_ATTRIBUTES = frozenset({
+    "edupersonprincipalname", "edupersonuniqueid", "subject-id", "subjectid", "subject_id",
+    "pairwise-id", "pairwiseid", "pairwise_id",
+})
 MODES = ("ask", "require", "never")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -251,6 +262,25 @@ class PluginConfig:
     connect: ConnectSettings = ConnectSettings()
     affiliations: AffiliationSettings | None = None
     on_conflict: str = "refuse"  # an iD linked to another user: refuse (audited) or move it here
+    # Whose a user key is (see USER_KEY_SCOPES); the IdP that asserted the keys already stored
+    # when the store is upgraded to issuer-bound keys; what to do when a scoped key's scope is
+    # not one the asserting IdP's metadata lists (shibmd:Scope); and whether the key is scoped.
+    user_key_scope: str = "issuer"
+    default_issuer: str | None = None
+    scope_check: str = "enforce"
+    user_key_scoped: bool = True
+
+    def key_issuer(self, idp: str | None) -> str | None:
+        """The issuer a user key asserted by ``idp`` is stored under: the IdP's entity ID, ""
+        with ``user_key_scope: global``, None when the IdP is unknown (no key then)."""
+        if self.user_key_scope == "global":
+            return ""
+        return idp or None
+
+    @property
+    def existing_issuer(self) -> str | None:
+        """The issuer of links stored before user keys were issuer-bound, when configured."""
+        return "" if self.user_key_scope == "global" else self.default_issuer
 
     def mode_for(self, requester: str | None, *, requested: bool = False) -> str:
         """``ask``, ``require`` or ``never`` for this SP / OIDC client.
@@ -450,17 +480,19 @@ def parse_config(raw: Any) -> PluginConfig:
         raw,
         "",
         {"orcid", "store", "user_key_attribute", "orcid_attribute", "trigger", "on_error", "prefill", "decline", "flow_ttl", "orcid_requesters", "redirect_base", "trusted_orcid_issuers",
-         "policy", "interstitial", "connect", "affiliations", "on_conflict"},
+         "policy", "interstitial", "connect", "affiliations", "on_conflict", "user_key_scope", "default_issuer",
+         "scope_check", "user_key_scoped"},
     )
     orcid = _parse_orcid(root)
     store = _parse_store(root)
     default_mode, modes = _parse_policy(root)
     prefill = root.section("prefill", {"given_names", "family_names", "email"})
+    user_key_attribute = root.str("user_key_attribute", required=True).lower()
     d = root.section("decline", {"not_now"})
     return PluginConfig(
         orcid=orcid,
         store=store,
-        user_key_attribute=root.str("user_key_attribute", required=True).lower(),
+        user_key_attribute=user_key_attribute,
         orcid_attribute=root.str("orcid_attribute", "edupersonorcid").lower(),
         default_mode=default_mode,
         requester_modes=modes,
@@ -480,7 +512,28 @@ def parse_config(raw: Any) -> PluginConfig:
         connect=_parse_connect(root),
         affiliations=parse_affiliations(root.data.get("affiliations")),
         on_conflict=root.choice("on_conflict", ("refuse", "move"), default="refuse"),
+        user_key_scope=root.choice("user_key_scope", USER_KEY_SCOPES, default="issuer"),
+        default_issuer=_parse_entity_id(root, "default_issuer"),
+        scope_check=_parse_scope_check(root),
+        user_key_scoped=root.bool("user_key_scoped", user_key_attribute in SCOPED_ATTRIBUTES),
     )
+
+
+def _parse_scope_check(root: _Section) -> str:
+    """``enforce | warn | off``; YAML 1.1 (PyYAML, so SATOSA) reads a bare ``off`` as false."""
+    if root.data.get("scope_check") is False:
+        return "off"
+    return root.choice("scope_check", SCOPE_CHECKS, default="enforce")
+
+
+def _parse_entity_id(root: _Section, key: str) -> str | None:
+    """A SAML entity ID (a URI of at most 1024 characters, SAML core 8.3.6) or None."""
+    value = root.str(key)
+    if value is None:
+        return None
+    if len(value) > 1024 or not re.fullmatch(r"[^\s]+", value) or ":" not in value:
+        raise ConfigError(root.key(key), "must be the IdP's entity ID (a URI such as https://idp.example.org/idp)")
+    return value
 
 
 def _parse_policy(root: _Section) -> tuple[str, dict[str, str]]:

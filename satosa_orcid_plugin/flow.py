@@ -39,7 +39,7 @@ class FlowKind(str, Enum):
     CONFIRM = "confirm"  # the page confirming a pending Institutional Connect link at the next login
 
 
-_OPTIONAL = ("nonce", "user", "mode", "lang", "pending", "form")  # str or absent, same key on the cookie
+_OPTIONAL = ("nonce", "user", "mode", "lang", "pending", "form", "issuer")  # str or absent, same key on the cookie
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class FlowRecord:
     lang: str | None = None
     pending: str | None = None            # the pending link's handle
     form: str | None = None               # the CSRF token of the page's form (never the OAuth state)
+    issuer: str | None = None             # the issuer of ``user`` ("" for an issuer-free key)
     version: int = VERSION
 
     @classmethod
@@ -133,6 +134,19 @@ def log_safe(text: str) -> str:
     """``text`` with control characters (CR, LF, ...) escaped, so that a value from a request
     cannot start a log line of its own."""
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+=~-]")
+
+
+def log_token(value: str | None, limit: int = 200) -> str:
+    """An identifier from a request or an assertion (an entity ID, a scope) for a log line:
+    characters outside ``[A-Za-z0-9._:/@+=~-]`` become ``?``, at most ``limit`` of them; ``-``
+    for none."""
+    if not value:
+        return "-"
+    text = _TOKEN_UNSAFE.sub("?", str(value)[:limit])
+    return text + ("..." if len(str(value)) > limit else "")
 
 
 def param(params: Mapping[str, Any], key: str) -> str | None:

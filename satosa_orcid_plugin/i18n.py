@@ -31,6 +31,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.yes": "Yes, connect it",
         "connect.confirm.no": "No, this is not mine",
         "connect.confirm.started": "Connection started at ORCID",
+        "connect.confirm.origin": "Started from network address",
         "error.reference": "Reference",
     },
     "de": {
@@ -55,6 +56,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.yes": "Ja, verbinden",
         "connect.confirm.no": "Nein, das ist nicht meine",
         "connect.confirm.started": "Verbindung bei ORCID begonnen",
+        "connect.confirm.origin": "Begonnen von Netzwerkadresse",
         "error.reference": "Referenz",
     },
     "fr": {
@@ -79,6 +81,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.yes": "Oui, l'associer",
         "connect.confirm.no": "Non, ce n'est pas le mien",
         "connect.confirm.started": "Association commencée chez ORCID",
+        "connect.confirm.origin": "Commencée depuis l'adresse réseau",
         "error.reference": "Référence",
     },
     "es": {
@@ -103,6 +106,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "connect.confirm.yes": "Sí, conectarlo",
         "connect.confirm.no": "No, no es mío",
         "connect.confirm.started": "Conexión iniciada en ORCID",
+        "connect.confirm.origin": "Iniciada desde la dirección de red",
         "error.reference": "Referencia",
     },
 }

@@ -54,6 +54,10 @@ HOPS_DENIED = Counter("satosa_orcid_hops_denied_total", "Hops the researcher dec
 HOPS_FAILED = Counter("satosa_orcid_hops_failed_total", "Hops that failed, by error code", ["reason"])
 FAST_PATH = Counter("satosa_orcid_fast_path_releases_total", "Logins that released a stored iD without calling ORCID",
                     ["reason"])
+USER_KEY_PROBLEMS = Counter(
+    "satosa_orcid_user_key_problems_total",
+    "Logins whose user key failed a check (scope not in the IdP's shibmd:Scope, no scope, unknown scopes, no "
+    "issuer), by problem and action (refused: no lookup, no hop; warned: scope_check warn)", ["problem", "action"])
 LOGINS = Counter("satosa_orcid_logins_total", "Logins the micro-service finished, by outcome", ["outcome"])
 ORCID_SECONDS = Histogram(
     "satosa_orcid_orcid_request_seconds", "Latency of requests to ORCID, by endpoint, method and HTTP status",
@@ -106,6 +110,15 @@ def observe_orcid_request(endpoint: str, method: str, status: int | None, second
                              status=str(status) if status is not None else "none").observe(seconds)
     except Exception:  # pragma: no cover
         log.debug("metrics: could not observe an ORCID request", exc_info=True)
+
+
+def record_user_key_problem(problem: str, action: str) -> None:
+    """A login's user key failed a check (``policy.check_user_key``): ``action`` is ``refused``
+    or ``warned``. Never raises."""
+    try:
+        USER_KEY_PROBLEMS.labels(problem=_label(problem), action=_label(action)).inc()
+    except Exception:  # pragma: no cover
+        log.debug("metrics: could not record a user key problem", exc_info=True)
 
 
 def record_revocation(reason: str, result: str) -> None:

@@ -11,6 +11,7 @@ Register ``<BASE>/orcid/callback`` and ``<BASE>/orcid/connect`` as redirect URIs
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 import time
@@ -29,9 +30,11 @@ from satosa.response import Redirect, Response
 from . import flow, metrics, pages, policy
 from .config import PluginConfig, parse_config
 from .cookies import CookieSealer, clear_cookie, read_cookie, set_cookie
-from .errors import CallbackReplayed, ConfigError, ConnectThrottled, LinkConflict, OrcidOAuthError, OrcidPluginError, UserDenied
+from .errors import (CallbackReplayed, ConfigError, ConnectThrottled, LinkConflict, MissingFlowState, OrcidOAuthError,
+                     OrcidPluginError, UserDenied)
 from .flow import FlowKind, FlowRecord
 from .i18n import negotiate
+from .ops import idp_metadata
 from .ops.cookie_size import warn_at_startup
 from .ops.health import health_endpoint
 from .orcid_id import OrcidId
@@ -76,7 +79,7 @@ class OrcidConnect(ResponseMicroService):
         if attrs and self.config.orcid_attribute not in attrs:
             raise ConfigError("orcid_attribute",
                               f"internal attribute {self.config.orcid_attribute!r} is not defined in internal_attributes")
-        self.service = login_service(self.config, instance=self.name)
+        self.service = login_service(self.config, instance=self.name, existing_issuer=self._existing_issuer())
         base = (self.config.redirect_base or self.base_url).rstrip("/")
         self.redirect_uri = f"{base}/{self.name}/callback"
         self.connect_uri = f"{base}/{self.name}/connect"
@@ -86,11 +89,34 @@ class OrcidConnect(ResponseMicroService):
         # domain cannot plant or overwrite them. Only with Secure: plain http refuses it.
         prefix = "__Host-" if self.secure else ""
         self.marker_cookie = f"{prefix}{self.name}_signin"
+        # The id of the marker this browser's SATOSA session set, in that session's state; it
+        # survives until /connect only with CONTEXT_STATE_DELETE: false (see _use_marker).
+        self.marker_state_key = f"{self.name}_signin"
         self.pending_cookie = f"{prefix}{self.name}_pending"
         self.sealer = CookieSealer(self.config.store.token_keys, "institutional sign-in marker")
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.base_url))
         self.headers = pages.headers(form_targets=(self.config.orcid.base_url,))
         warn_at_startup(self.name, self.config)  # the state cookie of a hop must stay under 4096 bytes
+        if self._checks_scopes and not idp_metadata.known(self.base_url):
+            log.warning("scope_check is %s but no SAML backend of this proxy is "
+                        "satosa_orcid_plugin.ops.saml2_backend.SAMLBackend: the IdPs' shibmd:Scope values are unknown, "
+                        "so scoped user keys are %s", self.config.scope_check,
+                        "refused" if self.config.scope_check == "enforce" else "only reported")
+
+    @property
+    def _checks_scopes(self) -> bool:
+        return self.config.user_key_scoped and self.config.scope_check != "off"
+
+    def _existing_issuer(self) -> str | None:
+        """The issuer of links stored before keys were issuer-bound (store revision 0006):
+        configured, or the one IdP of the SAML backend's metadata."""
+        issuer = self.config.existing_issuer
+        if issuer is None:
+            issuer = idp_metadata.single_idp(self.base_url)
+            if issuer is not None:
+                log.info("links stored before issuer binding belong to %s, the one IdP of the SAML backend's "
+                         "metadata (set default_issuer to name another)", flow.log_token(issuer))
+        return issuer
 
     def register_endpoints(self) -> list[tuple[str, Any]]:
         handlers = [("callback", self._callback, "GET"), ("connect", self._connect, "GET"),
@@ -100,20 +126,22 @@ class OrcidConnect(ResponseMicroService):
 
     # --- the login --------------------------------------------------------------------
     def process(self, context: Context, data: InternalData) -> Any:
-        user_key = policy.first_value(data.attributes.get(self.config.user_key_attribute))
+        check = self._check_user_key(context, data)
+        user_key, issuer = check.user_key, check.issuer
         hint = context.state.get(HINT_STATE_KEY) if context.state is not None else None
         hint = hint if isinstance(hint, dict) else {}
         try:
             asserted = policy.asserted_orcid(self.config, getattr(data.auth_info, "issuer", None), data.attributes)
-            decision = self.service.decide(user_key, data.requester, asserted, requested=bool(hint.get("requested")))
+            decision = self.service.decide(user_key, data.requester, asserted, issuer=issuer,
+                                           requested=bool(hint.get("requested")))
         except OrcidPluginError as exc:
             self._log(context, logging.ERROR, f"ORCID lookup failed ({exc.code}); continuing without the iD")
             return self._continue(context, data, None, outcome=f"error_{exc.code}")
         if decision.reason == "orcid_signin":
-            return self._orcid_signin(context, data, user_key)
+            return self._orcid_signin(context, data, user_key, issuer)
         if user_key:
             try:
-                page = self._pending_confirmation(context, data, user_key, decision)
+                page = self._pending_confirmation(context, data, user_key, issuer, decision)
             except OrcidPluginError as exc:
                 self._log(context, logging.WARNING, f"pending ORCID connection unreadable ({exc.code})")
                 page = None
@@ -121,16 +149,18 @@ class OrcidConnect(ResponseMicroService):
                 return page
         if decision.action is Action.RELEASE:
             if user_key and decision.reason == "linked":
-                self.service.on_release(user_key, data.attributes)
+                self.service.on_release(user_key, data.attributes, issuer=issuer)
             return self._continue(context, data, decision.orcid, outcome=decision.reason)
         if decision.action is Action.SKIP:
+            if decision.reason == "no_user_key" and check.problem:
+                return self._continue(context, data, None, outcome=f"user_key_{check.problem}")
             if decision.reason == "no_user_key":
                 self._log(context, logging.WARNING,
                           f"no {self.config.user_key_attribute!r} attribute in this login: no ORCID hop")
             return self._continue(context, data, None, outcome=decision.reason)
         hop = self.service.start_hop()
-        record = self._save(context, FlowKind.HOP, hop.state, data, nonce=hop.nonce, user=user_key, mode=decision.mode,
-                            form=flow.form_token())
+        record = self._save(context, FlowKind.HOP, hop.state, data, nonce=hop.nonce, user=user_key, issuer=issuer,
+                            mode=decision.mode, form=flow.form_token())
         self._metric("hop_started", "interstitial" if self.config.interstitial.enabled else "redirect")
         if not self.config.interstitial.enabled:
             self._log(context, logging.INFO, "not linked: sending the researcher to ORCID")
@@ -142,30 +172,50 @@ class OrcidConnect(ResponseMicroService):
             service=pages.service_name(cfg.service_names, data.requester, hint.get("name")),
             required=decision.required, user=user_key, action=f"{self.endpoint_base}/choice"))
 
-    def _orcid_signin(self, context: Context, data: InternalData, user_key: str | None) -> Any:
+    def _check_user_key(self, context: Context, data: InternalData) -> policy.KeyCheck:
+        """The login's user key and its issuer (the IdP that asserted it), after the scope check
+        against that IdP's shibmd:Scope; a problem is logged and counted here."""
+        idp = getattr(data.auth_info, "issuer", None)
+        raw = policy.first_value(data.attributes.get(self.config.user_key_attribute))
+        scopes = idp_metadata.asserting_scopes(idp) if raw and self._checks_scopes else None
+        check = policy.check_user_key(self.config, raw, idp, scopes)
+        if check.problem:
+            action = "refused" if check.user_key is None else "accepted (scope_check: warn)"
+            self._log(context, logging.WARNING,
+                      f"user key {action}: {check.problem}: IdP {flow.log_token(idp)} scope {flow.log_token(check.scope)}"
+                      + ("; no ORCID lookup" if check.user_key is None else ""))
+            metrics.record_user_key_problem(check.problem, "refused" if check.user_key is None else "warned")
+        return check
+
+    def _orcid_signin(self, context: Context, data: InternalData, user_key: str | None, issuer: str | None) -> Any:
         """The user is signing in to ORCID itself: no hop, but remember (sealed, short-lived)
         who this browser just authenticated, for ORCID's state-less connect redirect."""
+        marker_id = secrets.token_urlsafe(16)
+        if user_key and issuer is not None and context.state is not None:
+            context.state[self.marker_state_key] = marker_id  # bound to this SATOSA session, where it lasts
         response = self._continue(context, data, None, outcome="orcid_signin")
-        if user_key and hasattr(response, "headers"):
+        if user_key and issuer is not None and hasattr(response, "headers"):
             # "n": the marker's id, claimed (store.once) when /connect uses it, in whatever browser.
-            marker = self.sealer.seal({"u": user_key, "t": int(time.time()), "n": secrets.token_urlsafe(16)})
+            # "i": the issuer of the key; a marker without one (older) names nobody.
+            marker = self.sealer.seal({"u": user_key, "i": issuer, "t": int(time.time()), "n": marker_id})
             response.headers.append(set_cookie(self.marker_cookie, marker, path="/",
                                                max_age=self.config.connect.marker_ttl_seconds, secure=self.secure))
             self._log(context, logging.INFO, "institutional sign-in to ORCID: marker set")
         return response
 
-    def _pending_confirmation(self, context: Context, data: InternalData, user_key: str, decision: Any) -> Any:
+    def _pending_confirmation(self, context: Context, data: InternalData, user_key: str, issuer: str | None,
+                              decision: Any) -> Any:
         handle = read_cookie(getattr(context, "cookie", None), self.pending_cookie)
         pending = self.service.pending_to_confirm(handle, decision)
         if pending is None:
             return None
         token = flow.form_token()  # no OAuth here: the record's state is the form's token too
-        record = self._save(context, FlowKind.CONFIRM, token, data, user=user_key, pending=handle,
+        record = self._save(context, FlowKind.CONFIRM, token, data, user=user_key, issuer=issuer, pending=handle,
                             mode=decision.mode, form=token)
         started = pending.created_at.strftime("%Y-%m-%d %H:%M UTC") if pending.created_at else None
         return self._page(pages.translated("confirm.html", self.config.interstitial.templates_dir, record.lang,
                                            user=user_key, orcid_uri=pending.orcid.uri, state=record.form,
-                                           orcid_name=pending.name, started=started,
+                                           orcid_name=pending.name, started=started, origin=pending.origin,
                                            action=f"{self.endpoint_base}/confirm"))
 
     # --- ORCID sends the browser back ---------------------------------------------------
@@ -190,7 +240,8 @@ class OrcidConnect(ResponseMicroService):
         try:
             link = self.service.complete_hop(user_key=record.user, code=self._code(record, params),
                                              redirect_uri=self.redirect_uri, nonce=record.nonce,
-                                             session_id=self._sid(context), attributes=data.attributes)
+                                             session_id=self._sid(context), attributes=data.attributes,
+                                             issuer=self._record_issuer(record, data))
         except UserDenied:
             return self._declined(context, data, record, "not_now")
         except CallbackReplayed:
@@ -271,25 +322,38 @@ class OrcidConnect(ResponseMicroService):
         except OrcidPluginError as exc:
             self._log(context, logging.WARNING, f"connect code rejected: {exc.code} (ref {reference})")
             return self._error_page(context, reference, "connect_rejected")
+        user, issuer = self._use_marker(context, reference)
         record = self._save(context, FlowKind.CONNECT, start.hop.state, nonce=start.hop.nonce,
-                            user=self._use_marker(context, reference), pending=start.handle)
+                            user=user, issuer=issuer, pending=start.handle)
         self._log(context, logging.INFO, "connect: verifying the ORCID account with a state-protected authorize")
         response = Redirect(self._hop_url(record, scopes=start.hop.scopes))
         response.headers.append(self._clear_marker())
         return response
 
-    def _use_marker(self, context: Context, reference: str) -> str | None:
-        """The institutional user of this browser's sign-in marker, claimed once for all
-        browsers (a copy used before, or after, is worth nothing); None without one."""
+    def _use_marker(self, context: Context, reference: str) -> tuple[str | None, str | None]:
+        """The institutional user (user key, issuer) of this browser's sign-in marker, claimed
+        once for all browsers (a copy used before, or after, is worth nothing); (None, None)
+        without one."""
         ttl = self.config.connect.marker_ttl_seconds
         marker = self.sealer.open(read_cookie(getattr(context, "cookie", None), self.marker_cookie), ttl=ttl)
-        if not marker or not isinstance(marker.get("u"), str) or not isinstance(marker.get("n"), str):
-            return None
+        if not marker or not all(isinstance(marker.get(k), str) for k in ("u", "i", "n")):
+            return None, None
+        # Bound to the SATOSA session that set it, where that session still exists (SATOSA
+        # deletes its state at the end of every login unless CONTEXT_STATE_DELETE is false;
+        # ORCID's connect redirect carries nothing else of that login): a marker of another
+        # session, planted next to this browser's own sign-in, names nobody.
+        bound = context.state.get(self.marker_state_key) if context.state is not None else None
+        if isinstance(bound, str) and not hmac.compare_digest(bound.encode(), marker["n"].encode()):
+            self._log(context, logging.WARNING,
+                      f"connect: sign-in marker from another SATOSA session, ignored (ref {reference})")
+            return None, None
         expires = datetime.fromtimestamp(int(marker.get("t") or 0) + ttl + 60, timezone.utc)
         if not self.service.claim_marker(marker["n"], max(expires, datetime.now(timezone.utc) + timedelta(minutes=1))):
             self._log(context, logging.WARNING, f"connect: sign-in marker already used, ignored (ref {reference})")
-            return None
-        return marker["u"]
+            return None, None
+        if context.state is not None:
+            context.state.pop(self.marker_state_key, None)
+        return marker["u"], marker["i"]
 
     def _client_address(self, context: Context) -> str | None:
         """The address the rate limit counts: REMOTE_ADDR (SATOSA copies REMOTE_* into
@@ -305,7 +369,8 @@ class OrcidConnect(ResponseMicroService):
         try:
             result = self.service.complete_connect(record.pending, self._code(record, params),
                                                    redirect_uri=self.redirect_uri, nonce=record.nonce,
-                                                   user_key=record.user, session_id=self._sid(context))
+                                                   user_key=record.user if record.issuer is not None else None,
+                                                   issuer=record.issuer or "", session_id=self._sid(context))
         except OrcidPluginError as exc:
             self.service.discard_pending(record.pending)
             if isinstance(exc, UserDenied):
@@ -345,7 +410,7 @@ class OrcidConnect(ResponseMicroService):
             return self._continue(context, data, None, outcome="pending_refused")
         try:
             link = self.service.finish_pending(record.pending, record.user, session_id=self._sid(context),
-                                               attributes=data.attributes)
+                                               attributes=data.attributes, issuer=self._record_issuer(record, data))
         except OrcidPluginError as exc:
             return self._after_error(context, data, record, exc, reference)
         orcid = link.orcid if link is not None else None
@@ -372,7 +437,8 @@ class OrcidConnect(ResponseMicroService):
             raise SATOSAAuthenticationError(context.state, "the service requires an ORCID iD")
         if record.user:
             try:
-                self.service.record_decline(record.user, decision, session_id=self._sid(context))
+                self.service.record_decline(record.user, decision, session_id=self._sid(context),
+                                            issuer=self._record_issuer(record, data))
             except OrcidPluginError as exc:
                 log.warning("could not record a decision: %s", exc.code)
         return self._continue(context, data, None, outcome=f"declined_{decision}")
@@ -392,6 +458,16 @@ class OrcidConnect(ResponseMicroService):
                                 login=data.to_dict() if data is not None else None, **fields)
         flow.save(context.state, self.name, record)
         return record
+
+    def _record_issuer(self, record: FlowRecord, data: InternalData) -> str:
+        """The issuer of ``record.user``: as saved, or (a record saved before issuer binding)
+        derived from the login it resumes, like at its start."""
+        if record.issuer is not None:
+            return record.issuer
+        issuer = self.config.key_issuer(getattr(data.auth_info, "issuer", None))
+        if issuer is None:
+            raise MissingFlowState("the login in progress names no IdP")
+        return issuer
 
     @staticmethod
     def _login(record: FlowRecord | None) -> InternalData | None:

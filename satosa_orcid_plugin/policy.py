@@ -1,9 +1,10 @@
 """Pure decisions: what to do with a login, given what the store knows. No I/O here."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .config import PluginConfig
 from .errors import InvalidOrcidId
@@ -62,6 +63,69 @@ def decide(
     if declined and mode != "require":
         return Decision(Action.SKIP, f"declined_{declined}", mode=mode)
     return Decision(Action.HOP, "not_linked", mode=mode)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One ``shibmd:Scope`` of an IdP's metadata (the Shibboleth metadata extension,
+    urn:mace:shibboleth:metadata:1.0): a value the scope of a scoped attribute must equal
+    (case-insensitively, as DNS names compare), or with ``regexp="true"`` a regular
+    expression the whole scope must match."""
+
+    value: str
+    regexp: bool = False
+
+    def allows(self, scope: str) -> bool:
+        if not self.regexp:
+            return scope.lower() == self.value.lower()
+        try:
+            return any(re.fullmatch(self.value, s) is not None for s in (scope, scope.lower()))
+        except re.error:
+            return False
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """The user key a login may use, and under which issuer (see :func:`check_user_key`).
+
+    ``user_key`` None: no lookup and no hop for this login. ``problem`` names what was wrong
+    (``no_issuer``, ``unscoped``, ``scopes_unknown``, ``scope_not_allowed``), also when
+    ``scope_check: warn`` lets the key through; ``scope`` is the key's scope, if it has one."""
+
+    user_key: str | None
+    issuer: str | None
+    problem: str | None = None
+    scope: str | None = None
+
+
+def check_user_key(config: PluginConfig, user_key: str | None, idp: str | None,
+                   scopes: Sequence[Scope] | None) -> KeyCheck:
+    """Whether ``user_key``, asserted by the IdP ``idp``, may name a user in the link store.
+
+    The key is stored under the IdP's entity ID (``user_key_scope: issuer``, the default: the
+    same value from another IdP is another user) or under "" (``global``). A scoped key
+    (``value@scope``, ``user_key_scoped``) must carry a scope the asserting IdP's metadata
+    lists (``scopes``; None when the metadata is not known): ``scope_check: enforce`` drops
+    the key otherwise, ``warn`` keeps it and reports the problem, ``off`` skips the check.
+    """
+    issuer = config.key_issuer(idp)
+    if not user_key:
+        return KeyCheck(None, issuer)
+    if issuer is None:
+        return KeyCheck(None, None, "no_issuer")
+    if not config.user_key_scoped or config.scope_check == "off":
+        return KeyCheck(user_key, issuer)
+    local, at, scope = user_key.rpartition("@")
+    problem = None
+    if not (local and at and scope):
+        problem, scope = "unscoped", None
+    elif scopes is None:
+        problem = "scopes_unknown"
+    elif not any(allowed.allows(scope) for allowed in scopes):
+        problem = "scope_not_allowed"
+    if problem is None:
+        return KeyCheck(user_key, issuer)
+    return KeyCheck(user_key if config.scope_check == "warn" else None, issuer, problem, scope)
 
 
 def first_value(values: Any) -> str | None:

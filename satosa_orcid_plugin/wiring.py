@@ -25,17 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def build_store(settings: StoreSettings, *, instance: str | None = None, upgrade: bool = False,
-                login: bool = False) -> Store:
+                login: bool = False, existing_issuer: str | None = None) -> Store:
     """The store of ``settings``; with ``upgrade`` its schema is migrated first (the proxy on
-    SQLite by default: ``store.auto_upgrade``). ``login``: the proxy's time budget
-    (``store.timeouts.login``), else the CLI's and the worker's (``background``)."""
+    SQLite by default: ``store.auto_upgrade``; ``existing_issuer``: see
+    ``Database.upgrade``). ``login``: the proxy's time budget (``store.timeouts.login``), else
+    the CLI's and the worker's (``background``)."""
     secret = settings.user_key_secret.encode() if settings.user_key_secret else None
     t = settings.timeouts
     budget = Budget(connect=t.connect, call=t.login if login else t.background)
     store = Store.from_url(settings.database_url, TokenCipher.from_keys(settings.token_keys),
                            user_key_secret=secret, instance=instance, budget=budget)
     if upgrade:
-        store.db.upgrade()
+        store.db.upgrade(existing_issuer=existing_issuer)
     return store
 
 
@@ -50,14 +51,18 @@ def build_client(config: PluginConfig, *, worker: bool = False) -> OrcidClient:
     return OrcidClient(config.orcid, session=session, observer=observe_orcid_request)
 
 
-def login_service(config: PluginConfig, *, instance: str | None = None) -> LoginService:
+def login_service(config: PluginConfig, *, instance: str | None = None,
+                  existing_issuer: str | None = None) -> LoginService:
     """The proxy's service. The schema is migrated at start-up when ``store.auto_upgrade`` says
-    so (default: on SQLite, where the proxy owns the file; PostgreSQL: ``satosa-orcid db upgrade``)."""
+    so (default: on SQLite, where the proxy owns the file; PostgreSQL: ``satosa-orcid db upgrade``);
+    links stored before issuer binding get ``existing_issuer`` (default: ``config.existing_issuer``)."""
     auto = config.store.auto_upgrade
     if auto is None:
         auto = config.store.database_url.startswith("sqlite")
+    if existing_issuer is None:
+        existing_issuer = config.existing_issuer
     return LoginService(config, build_client(config), build_store(config.store, instance=instance, upgrade=auto,
-                                                                  login=True))
+                                                                  login=True, existing_issuer=existing_issuer))
 
 
 def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings | None = None,
@@ -68,7 +73,8 @@ def admin_service(config: PluginConfig | None, *, store_settings: StoreSettings 
     if settings is None:
         raise ConfigError("store", "give the plugin configuration or the database settings")
     client = build_client(config) if config is not None else None
-    return AdminService(build_store(settings, instance=instance), client)
+    return AdminService(build_store(settings, instance=instance), client,
+                        existing_issuer=config.existing_issuer if config is not None else None)
 
 
 def sync_worker(config: PluginConfig, *, owner: str | None = None, **sync_overrides: Any) -> SyncWorker:

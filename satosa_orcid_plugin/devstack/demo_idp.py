@@ -24,7 +24,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from .layout import DEMO_ATTRIBUTE_NAMES, DemoLayout
+from .layout import DEMO_ATTRIBUTE_NAMES, DEMO_SCOPE, DemoLayout
 from .webapp import PageApp
 
 
@@ -38,7 +38,6 @@ __all__ = [
     "make_app_from_env",
 ]
 
-DEMO_SCOPE = "demo.example.org"
 DEMO_PASSWORD = "demo"
 
 # username -> (givenName, sn, ou, title, eduPersonAffiliation)

@@ -31,6 +31,8 @@ from cryptography.fernet import Fernet
 
 from .pki import DemoPki, generate_demo_pki
 
+#: the scope of the demo IdP's scoped attributes (published as shibmd:Scope in its metadata)
+DEMO_SCOPE = "demo.example.org"
 #: friendly names of the attributes the demo IdP (demo_idp.py) releases
 DEMO_ATTRIBUTE_NAMES: tuple[str, ...] = (
     "eduPersonPrincipalName",
@@ -458,10 +460,15 @@ class DemoLayout:
             idp_metadata=[str(self.proxy_frontend_metadata)] if with_metadata else [],
         )
 
-    def idp_saml_config(self, *, with_metadata: bool = True) -> dict[str, Any]:
-        """pysaml2 IdP config of the demo institutional IdP (trusts the proxy's backend)."""
+    def idp_saml_config(self, *, with_metadata: bool = True, name: str = "", scope: str = DEMO_SCOPE) -> dict[str, Any]:
+        """pysaml2 IdP config of the demo institutional IdP (trusts the proxy's backend).
+
+        ``name`` makes another IdP of the same deployment (tests of a proxy in front of several
+        IdPs): entity ID ``<idp_base>/<name>/idp.xml``, its own endpoints, the shibmd:Scope
+        ``scope``; the same key pair (the demo's keys are for loopback only)."""
+        base = f"{self.idp_base}/{name}" if name else self.idp_base
         return {
-            "entityid": self.idp_entity_id,
+            "entityid": f"{base}/idp.xml" if name else self.idp_entity_id,
             "name": "satosa-orcid demo institutional IdP",
             "key_file": str(self.keys.idp.key_path),
             "cert_file": str(self.keys.idp.cert_path),
@@ -471,11 +478,14 @@ class DemoLayout:
                 "idp": {
                     "endpoints": {
                         "single_sign_on_service": [
-                            (f"{self.idp_base}/sso/redirect", SAML2_BINDING_HTTP_REDIRECT),
-                            (f"{self.idp_base}/sso/post", SAML2_BINDING_HTTP_POST),
+                            (f"{base}/sso/redirect", SAML2_BINDING_HTTP_REDIRECT),
+                            (f"{base}/sso/post", SAML2_BINDING_HTTP_POST),
                         ]
                     },
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
+                    # shibmd:Scope in the IdP's metadata: the scope of its users' ePPN and
+                    # eduPersonUniqueId, which the plugin's scope check (scope_check) requires.
+                    "scope": [scope],
                     "signing_algorithm": SIG_RSA_SHA256,
                     "digest_algorithm": DIGEST_SHA256,
                     # The proxy's backend signs its AuthnRequests; insist on it.
@@ -491,6 +501,16 @@ class DemoLayout:
                 }
             },
         }
+
+    def write_idp_metadata(self, name: str, scope: str) -> Path:
+        """Write the metadata of the IdP ``name`` (see :meth:`idp_saml_config`); its path."""
+        from saml2.config import Config
+        from saml2.metadata import entity_descriptor
+
+        path = self.metadata_dir / f"idp-{name}.xml"
+        _write_text(path, str(entity_descriptor(Config().load(self.idp_saml_config(with_metadata=False, name=name,
+                                                                                    scope=scope)))))
+        return path
 
     # --- writing ------------------------------------------------------------------------
     def _load_or_create_secrets(self) -> dict[str, str]:

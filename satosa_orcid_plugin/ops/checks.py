@@ -26,7 +26,44 @@ def _module_entries(conf: Any, key: str) -> list[dict[str, Any]]:
     return out
 
 
-def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
+OUR_SAML_BACKEND = "satosa_orcid_plugin.ops.saml2_backend.SAMLBackend"
+
+
+def _user_key_notes(where: str, cfg: Any, backends: list[dict[str, Any]], problems: list[str],
+                    warnings: list[str], notes: list[str]) -> None:
+    """How user keys are bound and checked (user_key_scope, default_issuer, scope_check)."""
+    key = f"{where}.config"
+    if cfg.user_key_scope == "global":
+        warnings.append(f"{key}.user_key_scope: global: a link belongs to the user key alone, so any IdP behind the "
+                        "proxy that asserts a user's key receives that user's ORCID iD; use it only when every IdP "
+                        "shares one identifier namespace")
+        notes.append(f"{key}: user keys are issuer-free ({cfg.user_key_attribute} alone)")
+    else:
+        notes.append(f"{key}: user keys are bound to the asserting IdP ({cfg.user_key_attribute} + IdP entity ID); "
+                     + (f"links stored before that belong to default_issuer {cfg.default_issuer}" if cfg.default_issuer
+                        else "links stored before that get the one IdP of the SAML backend's metadata, or set "
+                             "default_issuer"))
+    if not cfg.user_key_scoped:
+        notes.append(f"{key}: {cfg.user_key_attribute} is not a scoped attribute: no shibmd:Scope check")
+        return
+    notes.append(f"{key}.scope_check: {cfg.scope_check} (the scope of {cfg.user_key_attribute} against the asserting "
+                 "IdP's shibmd:Scope)")
+    if cfg.scope_check == "off":
+        warnings.append(f"{key}.scope_check: off: any IdP may assert {cfg.user_key_attribute} values of any scope")
+    elif not any(str(b.get("module")) == OUR_SAML_BACKEND for b in backends):
+        message = (f"{key}.scope_check: {cfg.scope_check} reads the IdPs' shibmd:Scope from the SAML backend's "
+                   f"metadata, which needs the backend module {OUR_SAML_BACKEND}; with the configured backends no "
+                   "scope is known")
+        if cfg.scope_check == "enforce":
+            problems.append(message + ", so every login's ORCID lookup would be refused")
+        else:
+            warnings.append(message)
+
+
+def check_proxy_config(path: Path, notes: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Problems and warnings of the proxy configuration at ``path``; ``notes`` (when given)
+    receives what the configuration means where it matters for security (user keys)."""
+    notes = notes if notes is not None else []
     problems: list[str] = []
     warnings: list[str] = []
     path = path.resolve()
@@ -82,6 +119,7 @@ def check_proxy_config(path: Path) -> tuple[list[str], list[str]]:
                                 "'Institutional sign-in on the sandbox')")
             if cfg.user_key_attribute not in attrs:
                 problems.append(f"{where}.config.user_key_attribute: {cfg.user_key_attribute!r} is not an internal attribute")
+            _user_key_notes(where, cfg, backends, problems, warnings, notes)
             for f in frontends:
                 if "openid_connect" in str(f.get("module", "")).lower():
                     scopes = ((f.get("config") or {}).get("provider") or {}).get("extra_scopes") or {}

@@ -103,6 +103,7 @@ def typical_state(plugin_name: str, flow: Any, *, frontend: str = "Saml2IDP", ba
         FlowKind.HOP, state=secrets.token_urlsafe(24), ttl=flow_ttl,
         nonce=secrets.token_urlsafe(24) if openid else None, login=flow.to_dict(),
         user=(flow.attributes.get("edupersonprincipalname") or ["u@example.org"])[0], mode="ask", lang="en",
+        issuer=flow.auth_info.issuer,
     ).to_dict()
     return state
 

@@ -27,6 +27,10 @@ keeps there, so it has exactly that cookie's protection (encrypted with
 ``STATE_ENCRYPTION_KEY``, which every instance shares) and any worker of any instance can check
 it. Outside ``authn_request``/``authn_response`` the view is empty, so anything that reads it
 unbound sees no outstanding request: the check fails closed.
+
+It also hands its pysaml2 metadata to :mod:`.idp_metadata` (registered at construction, bound
+while ``authn_response`` runs the response micro-services), where the plugin reads the
+asserting IdP's ``shibmd:Scope`` values and a single-IdP deployment's IdP.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from satosa.backends.saml2 import SAMLBackend as _SATOSASAMLBackend
+
+from . import idp_metadata
 
 __all__ = ["SAMLBackend", "StateBoundRequestIds", "STATE_FIELD"]
 
@@ -103,6 +109,9 @@ class SAMLBackend(_SATOSASAMLBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outstanding_queries = StateBoundRequestIds()
+        # The plugin's scope check and single-IdP upgrade read this backend's metadata
+        # (see idp_metadata); nothing else changes.
+        idp_metadata.register(self.base_url, self.name, self.sp.metadata)
 
     def authn_request(self, context: Any, entity_id: str) -> Any:
         # SATOSA records the id before it replaces context.state[self.name] with
@@ -118,5 +127,5 @@ class SAMLBackend(_SATOSASAMLBackend):
         if not isinstance(backend_state, dict):
             # SATOSA answers a missing state itself (SATOSAMissingStateError)
             return super().authn_response(context, binding)
-        with self.outstanding_queries.bound(backend_state):
+        with self.outstanding_queries.bound(backend_state), idp_metadata.asserting(self.sp.metadata):
             return super().authn_response(context, binding)

@@ -26,10 +26,11 @@ EXPORT_PAGE = 1000
 
 class AdminService:
     def __init__(self, store: Store, client: OrcidClient | None = None, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, existing_issuer: str | None = None) -> None:
         self.store = store
         self._client = client
         self.clock = clock
+        self.existing_issuer = existing_issuer  # for the upgrade to issuer-bound keys
 
     def __repr__(self) -> str:
         return f"AdminService({self.store!r})"
@@ -60,9 +61,17 @@ class AdminService:
                 return
             offset += EXPORT_PAGE
 
-    def link(self, user_key: str) -> Link | None:
+    def issuers(self, user_key: str, *, decisions: bool = False) -> list[str]:
+        """The issuers (IdP entity IDs; "" for issuer-free keys) under which ``user_key`` has a
+        current link (or, with ``decisions``, a decision): more than one means the operator
+        must say which IdP's user is meant."""
+        if decisions:
+            return self.store.decisions.issuers_of(user_key)
+        return self.store.links.issuers_of(user_key)
+
+    def link(self, user_key: str, issuer: str = "") -> Link | None:
         """The user's current link (active or revoked); None when there is none."""
-        return self.store.links.get(user_key)
+        return self.store.links.get(user_key, issuer=issuer)
 
     def link_of_orcid(self, orcid: str) -> Link | None:
         """The current link (active or revoked) holding an iD, whoever's it is; InvalidOrcidId
@@ -75,28 +84,30 @@ class AdminService:
         return self.store.db.audit_events(user_key=user_key, limit=limit,
                                           orcid=orcid.value if orcid is not None else None)
 
-    def active_user_keys(self) -> list[str]:
+    def active_users(self) -> list[tuple[str, str]]:
+        """(user key, issuer) of every active link."""
         if self.hashes_user_keys:
             raise ConfigError("store.user_key_secret", "user keys are stored hashed: name the user")
-        return [link.user_key for link in self.store.links.recent(status="active", limit=100000)]
+        return [(link.user_key, link.issuer) for link in self.store.links.recent(status="active", limit=100000)]
 
-    def check_link(self, user_key: str) -> str:
+    def check_link(self, user_key: str, issuer: str = "") -> str:
         """Ask ORCID whether the user's token still works (``OrcidClient.check_token``: only a
         401 invalid_token means revoked). Returns ``active``, ``revoked`` (just found out),
         ``no_link`` or ``unknown`` (ORCID could not tell; nothing changes)."""
-        link, tokens = self.store.links.get_active(user_key), self.store.links.tokens(user_key)
+        link = self.store.links.get_active(user_key, issuer=issuer)
+        tokens = self.store.links.tokens(user_key, issuer=issuer)
         if link is None or tokens is None:
             return "no_link"
         status = self.client.check_token(link.orcid, tokens)
         if status.revoked:
-            self.store.links.revoke(user_key, "invalid_token")
+            self.store.links.revoke(user_key, "invalid_token", issuer=issuer)
         elif status.state is TokenState.UNKNOWN:
             log.warning("could not check a link at ORCID: %s", status.evidence)
         return status.state.value
 
-    def unlink(self, user_key: str, *, reason: str = "admin") -> Link:
+    def unlink(self, user_key: str, *, issuer: str = "", reason: str = "admin") -> Link:
         """Unlink a user and revoke the tokens at ORCID (best effort: the link goes either way)."""
-        link, tokens = self.store.links.unlink(user_key, reason=reason)
+        link, tokens = self.store.links.unlink(user_key, issuer=issuer, reason=reason)
         if tokens is not None:
             revoker = TokenRevoker(self.client, self.store)  # a revoke ORCID misses is queued and retried
             for token in filter(None, (tokens.access_token, tokens.refresh_token)):
@@ -104,12 +115,12 @@ class AdminService:
         return link
 
     # --- decisions, counts, schema, keys --------------------------------------------------
-    def decision(self, user_key: str) -> str | None:
+    def decision(self, user_key: str, issuer: str = "") -> str | None:
         """``never``, ``not_now`` while it lasts, or None."""
-        return self.store.decisions.get(user_key, self.clock())
+        return self.store.decisions.get(user_key, self.clock(), issuer=issuer)
 
-    def clear_decision(self, user_key: str) -> None:
-        self.store.decisions.clear(user_key)
+    def clear_decision(self, user_key: str, issuer: str = "") -> None:
+        self.store.decisions.clear(user_key, issuer=issuer)
 
     def stats(self) -> dict[str, int]:
         return self.store.links.stats(self.clock())
@@ -118,7 +129,7 @@ class AdminService:
         return self.store.db.health()
 
     def upgrade(self) -> None:
-        self.store.db.upgrade()
+        self.store.db.upgrade(existing_issuer=self.existing_issuer)
 
     def rotate_keys(self) -> int:
         return self.store.vault.rotate_keys()
@@ -135,10 +146,11 @@ class AdminService:
         """Queue items again (one user's, or everyone's) so the next worker run writes them."""
         return self.store.outbox.resync(user_key)
 
-    def affiliations_at_orcid(self, user_key: str) -> tuple[Link | None, dict[str, list[Any]], str | None]:
+    def affiliations_at_orcid(self, user_key: str, issuer: str = "") -> tuple[Link | None, dict[str, list[Any]],
+                                                                              str | None]:
         """The user's active link, the employment/education summaries ORCID holds for it (by
         kind), and why they could not all be read (None when they could)."""
-        link = self.store.links.get_active(user_key)
+        link = self.store.links.get_active(user_key, issuer=issuer)
         if link is None:
             return None, {}, "no active link"
         tokens = self.store.outbox.tokens_for_link(link.id)

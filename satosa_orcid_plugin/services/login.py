@@ -22,7 +22,7 @@ from ..errors import (BadCallback, CallbackReplayed, ConnectMismatch, ConnectThr
 from ..orcid_client import Grant, OrcidClient
 from ..orcid_id import OrcidId
 from ..policy import Action, Decision, decide
-from ..store import Link, Pending, Store, utcnow
+from ..store import GLOBAL_ISSUER, Link, Pending, Store, utcnow
 from ..tokens import TokenSet
 from .revocation import TokenRevoker
 
@@ -88,11 +88,16 @@ class LoginService:
 
     # --- login decisions ------------------------------------------------------------
     def decide(
-        self, user_key: str | None, requester: str | None, asserted: OrcidId | None = None, *, requested: bool = False
+        self, user_key: str | None, requester: str | None, asserted: OrcidId | None = None, *, issuer: str | None,
+        requested: bool = False
     ) -> Decision:
+        """The login's decision for ``user_key`` as asserted by ``issuer`` (the key's issuer
+        from :func:`~satosa_orcid_plugin.policy.check_user_key`; None: no key)."""
         linked = declined = None
+        if issuer is None:
+            user_key = None
         if user_key:
-            link, decision = self.store.links.login_view(user_key, self.clock())  # one query
+            link, decision = self.store.links.login_view(user_key, self.clock(), issuer=issuer)  # one query
             if link is not None and link.environment == self.environment:
                 linked = link.orcid
             if linked is None and asserted is None:
@@ -126,12 +131,12 @@ class LoginService:
 
     def complete_hop(
         self, *, user_key: str, code: str, redirect_uri: str, nonce: str | None, session_id: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None, issuer: str = GLOBAL_ISSUER,
     ) -> Link:
         """Exchange the code (once), verify, and store the link with its tokens (and, with
         member scopes, queue the affiliations in the same transaction)."""
         grant = self.exchange(code, redirect_uri, nonce=nonce)
-        return self.store_grant(user_key, grant, session_id=session_id, attributes=attributes)
+        return self.store_grant(user_key, grant, session_id=session_id, attributes=attributes, issuer=issuer)
 
     def exchange(self, code: str, redirect_uri: str, *, nonce: str | None, require_id_token: bool | None = None) -> Grant:
         """The code exchange; a token ORCID issued in an answer we then refused (an id_token
@@ -143,19 +148,20 @@ class LoginService:
             raise
 
     def store_grant(self, user_key: str, grant: Grant, *, session_id: str | None = None,
-                    attributes: Mapping[str, Any] | None = None) -> Link:
+                    attributes: Mapping[str, Any] | None = None, issuer: str = GLOBAL_ISSUER) -> Link:
         """Store the grant as the user's link; a token no link ends up holding (the write
         failed, the iD is someone else's, or the grant replaced older tokens) is revoked."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
         return self._link(user_key, grant.orcid, tokens, name=grant.name, amr=grant.amr, session_id=session_id,
-                          attributes=attributes)
+                          attributes=attributes, issuer=issuer)
 
     def _link(self, user_key: str, orcid: OrcidId, tokens: TokenSet, *, name: str | None, amr: str | None,
-              session_id: str | None, attributes: Mapping[str, Any] | None) -> Link:
+              session_id: str | None, attributes: Mapping[str, Any] | None, issuer: str) -> Link:
         intent = None
         try:
             intent = self.revoker.intend(tokens.access_token, orcid=orcid)
-            link = self.store.links.link(user_key, orcid, tokens, name=name, amr=amr, environment=self.environment,
+            link = self.store.links.link(user_key, orcid, tokens, issuer=issuer, name=name, amr=amr,
+                                         environment=self.environment,
                                          session_id=session_id, on_conflict=self.config.on_conflict,
                                          extra=self._affiliation_extra(attributes), intent=intent)
         except Exception as exc:  # whatever failed, the link does not hold this token
@@ -165,16 +171,17 @@ class LoginService:
         self.revoker.housekeeping(link.superseded)
         return link
 
-    def record_decline(self, user_key: str, decision: str = "not_now", *, session_id: str | None = None) -> None:
+    def record_decline(self, user_key: str, decision: str = "not_now", *, session_id: str | None = None,
+                       issuer: str = GLOBAL_ISSUER) -> None:
         until = None
         if decision == "not_now":
             until = self.clock() + timedelta(seconds=self.config.decline.not_now_seconds)
-        self.store.decisions.record(user_key, decision, until, session_id=session_id)
+        self.store.decisions.record(user_key, decision, until, session_id=session_id, issuer=issuer)
 
-    def on_release(self, user_key: str, attributes: Mapping[str, Any]) -> int:
+    def on_release(self, user_key: str, attributes: Mapping[str, Any], *, issuer: str = GLOBAL_ISSUER) -> int:
         """A linked user logged in: keep the affiliations on the record in step (cheap; no
         network; never raises for database trouble). Returns the number of items queued."""
-        return self.store.outbox.on_login(self._affiliation_settings(), user_key, attributes)
+        return self.store.outbox.on_login(self._affiliation_settings(), user_key, attributes, issuer=issuer)
 
     def _affiliation_settings(self) -> Any:
         return getattr(self.config, "affiliations", None)
@@ -218,14 +225,15 @@ class LoginService:
         self.guard_connect(code, client)
         grant = self.connect_exchange(code, connect_uri)
         try:
-            handle = self.keep_pending(grant)
+            handle = self.keep_pending(grant, origin=client)
         except StoreError:
             self._give_up(grant.access_token, grant.orcid, "connect_failed")
             raise
         return ConnectStart(handle, self.start_hop(grant.scope))
 
     def complete_connect(self, handle: str, code: str, *, redirect_uri: str, nonce: str | None,
-                         user_key: str | None, session_id: str | None = None) -> ConnectResult:
+                         user_key: str | None, session_id: str | None = None,
+                         issuer: str = GLOBAL_ISSUER) -> ConnectResult:
         """The state-protected code: bind only when it names the pending iD; link at once when
         the browser's institutional user is known, else the verified grant stays pending."""
         fresh = self.exchange(code, redirect_uri, nonce=nonce, require_id_token=False)
@@ -234,15 +242,16 @@ class LoginService:
         except StoreError:
             self._give_up(fresh.access_token, fresh.orcid, "connect_failed")
             raise
-        link = self.finish_pending(handle, user_key, session_id=session_id) if user_key else None
+        link = self.finish_pending(handle, user_key, session_id=session_id, issuer=issuer) if user_key else None
         return ConnectResult(pending.orcid, link, pending.name)
 
-    def keep_pending(self, grant: Grant, *, verified: bool = False) -> str:
-        """Keep a grant whose institutional user is not known yet; returns the cookie handle."""
+    def keep_pending(self, grant: Grant, *, verified: bool = False, origin: str | None = None) -> str:
+        """Keep a grant whose institutional user is not known yet (``origin``: the address the
+        connect came from); returns the cookie handle."""
         tokens = TokenSet.from_token_response(grant.token_response(), self.clock())
         self.reap_pending()
         return self.pending.create(grant.orcid, tokens, name=grant.name, amr=grant.amr,
-                                   ttl=self.config.connect.pending_ttl_seconds, verified=verified)
+                                   ttl=self.config.connect.pending_ttl_seconds, verified=verified, origin=origin)
 
     def reap_pending(self) -> int:
         """Revoke and forget pending links nobody finished in time."""
@@ -273,13 +282,13 @@ class LoginService:
         return Pending(pending.orcid, True, tokens, fresh.name or pending.name, fresh.amr or pending.amr)
 
     def finish_pending(self, handle: str, user_key: str, *, session_id: str | None = None,
-                       attributes: Mapping[str, Any] | None = None) -> Link | None:
+                       attributes: Mapping[str, Any] | None = None, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """Link a verified pending iD to the institutional user (single use)."""
         pending = self.pending.take(handle)
         if pending is None or not pending.verified:
             return None
         return self._link(user_key, pending.orcid, pending.tokens, name=pending.name, amr=pending.amr,
-                          session_id=session_id, attributes=attributes)
+                          session_id=session_id, attributes=attributes, issuer=issuer)
 
     def pending_to_confirm(self, handle: str | None, decision: Decision) -> Pending | None:
         """The verified pending link this login should confirm; one it already releases is dropped."""

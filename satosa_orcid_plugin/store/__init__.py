@@ -27,7 +27,7 @@ from .outbox import ACTIVITIES_UPDATE, Item, Outbox
 from .pending import Pending, PendingLinks
 from .revocations import Revocation, Revocations
 from .ratelimit import DEFAULT_BUCKET, RateLimiter
-from .schema import (ACTIVE, DECISIONS, DONE, ENVIRONMENTS, ITEM_STATUSES, NEVER, NOT_NOW, PARKED, PRODUCTION, QUEUED,
+from .schema import (ACTIVE, DECISIONS, DONE, ENVIRONMENTS, GLOBAL_ISSUER, ITEM_STATUSES, NEVER, NOT_NOW, PARKED, PRODUCTION, QUEUED,
                      RETRY, REVOKED, SANDBOX, STATUSES, UNLINKED, utcnow)
 from .vault import Vault
 
@@ -73,6 +73,6 @@ __all__ = [
     "Store", "Database", "Budget", "BACKGROUND_BUDGET", "Link", "Item", "Pending", "Outbox", "RateLimiter",
     "Revocation", "Revocations",
     "ACTIVE", "REVOKED", "UNLINKED", "STATUSES", "PRODUCTION", "SANDBOX", "ENVIRONMENTS",
-    "NOT_NOW", "NEVER", "DECISIONS", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES",
+    "NOT_NOW", "NEVER", "DECISIONS", "GLOBAL_ISSUER", "QUEUED", "RETRY", "DONE", "PARKED", "ITEM_STATUSES",
     "ACTIVITIES_UPDATE", "HEAD_REVISION", "MIGRATIONS_DIR", "VERSION_TABLE", "utcnow",
 ]

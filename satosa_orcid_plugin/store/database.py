@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The newest migration in migrations/versions (a test keeps this in step with alembic's head).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 VERSION_TABLE = "orcid_alembic_version"  # not "alembic_version": the database may be shared
 # Migrations wait this long for another process's migration (SQLite busy timeout); on
 # PostgreSQL they run without statement/lock timeout, serialised by an advisory lock.
@@ -485,10 +485,14 @@ class Database:
         ]
 
     # --- schema and life cycle --------------------------------------------------------
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "head", *, existing_issuer: str | None = None) -> None:
         """Apply the alembic migrations. Safe when several processes start at once: the
         migration runs in one transaction behind a lock (SQLite BEGIN IMMEDIATE, PostgreSQL
-        advisory lock); whoever comes second finds the schema current."""
+        advisory lock); whoever comes second finds the schema current.
+
+        ``existing_issuer``: the issuer given to links and decisions written before user keys
+        were issuer-bound (revision 0006; "" for issuer-free keys). Without it, that revision
+        stops with a ConfigError naming ``default_issuer`` when there are such rows."""
         if revision == "head" and self.schema_revision() == HEAD_REVISION:
             return  # current: every proxy start skips importing alembic (about 12 MB per worker)
         from alembic import command
@@ -516,6 +520,7 @@ class Database:
                             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_MIGRATE, 0)))
                         config.attributes["connection"] = connection
                         config.attributes["version_table"] = VERSION_TABLE
+                        config.attributes["existing_issuer"] = existing_issuer
                         command.upgrade(config, revision)
                 finally:
                     if not self.postgresql:

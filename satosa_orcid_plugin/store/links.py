@@ -24,8 +24,8 @@ from ..tokens import TokenSet, parse_scope
 from .database import Database
 from .decisions import Decisions
 from .revocations import Revocations
-from .schema import (ACTIVE, ENVIRONMENTS, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED, DecisionRow,
-                     LinkRow, TokenRow, as_utc)
+from .schema import (ACTIVE, ENVIRONMENTS, GLOBAL_ISSUER, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED,
+                     DecisionRow, LinkRow, TokenRow, as_utc)
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class Link:
     """One link between a user and an ORCID iD, as the store holds it.
 
     ``user_key`` is the key as stored: the caller's key, or its HMAC when the store hashes keys.
+    ``issuer`` is the entity ID of the IdP that asserted the key ("" for an issuer-free key):
+    the link belongs to the pair.
     """
 
     user_key: str
@@ -56,6 +58,7 @@ class Link:
     # Revocation rows this link write queued for the tokens it replaced (ours or, with
     # on_conflict "move", the previous holder's): the caller revokes them at once.
     superseded: tuple[int, ...] = ()
+    issuer: str = ""
 
     @property
     def active(self) -> bool:
@@ -77,6 +80,7 @@ def _to_link(row: LinkRow) -> Link:
         revoked_at=row.revoked_at,
         revoke_reason=row.revoke_reason,
         id=row.id,
+        issuer=row.issuer,
     )
 
 
@@ -87,25 +91,34 @@ class _Conflict(Exception):
         self.holder = holder
 
 
+def _of_user(key: str, issuer: str) -> Any:
+    """The WHERE of one user: (stored user key, issuer), in the order of the indexes."""
+    if not isinstance(issuer, str):
+        raise ValueError("issuer must be a string (\"\" for an issuer-free user key)")
+    return sa.and_(LinkRow.user_key == key, LinkRow.issuer == issuer)
+
+
 _LINKS, _DECISIONS = LinkRow.__table__, DecisionRow.__table__
-_KEY = sa.bindparam("key", type_=sa.String)
+_KEY, _ISSUER = sa.bindparam("key", type_=sa.String), sa.bindparam("issuer", type_=sa.String)
 # Every login's one query (Core, prepared once): the user's active link and their recorded
 # decision, each by its index (the partial unique index on active links, the decision's key).
-_USER = sa.select(_KEY.label("key")).subquery("u")
+_USER = sa.select(_KEY.label("key"), _ISSUER.label("issuer")).subquery("u")
 _LOGIN_VIEW = (
     sa.select(_LINKS, _DECISIONS.c.decision, _DECISIONS.c.until.label("decision_until"))
-    .select_from(_USER.outerjoin(_LINKS, sa.and_(_LINKS.c.user_key == _USER.c.key, IS_ACTIVE))
-                 .outerjoin(_DECISIONS, _DECISIONS.c.user_key == _USER.c.key))
+    .select_from(_USER.outerjoin(_LINKS, sa.and_(_LINKS.c.user_key == _USER.c.key,
+                                                 _LINKS.c.issuer == _USER.c.issuer, IS_ACTIVE))
+                 .outerjoin(_DECISIONS, sa.and_(_DECISIONS.c.user_key == _USER.c.key,
+                                                _DECISIONS.c.issuer == _USER.c.issuer)))
 )
 # The link write's reads and insert (Core, on the transaction's connection).
-_ACTIVE_BY_USER = sa.select(_LINKS.c.id).where(_LINKS.c.user_key == _KEY, IS_ACTIVE)
-_ACTIVE_BY_ORCID = sa.select(_LINKS.c.id, _LINKS.c.user_key).where(
+_ACTIVE_BY_USER = sa.select(_LINKS.c.id).where(_LINKS.c.user_key == _KEY, _LINKS.c.issuer == _ISSUER, IS_ACTIVE)
+_ACTIVE_BY_ORCID = sa.select(_LINKS.c.id, _LINKS.c.user_key, _LINKS.c.issuer).where(
     _LINKS.c.orcid == sa.bindparam("orcid"), _LINKS.c.environment == sa.bindparam("env"), IS_ACTIVE)
 _INSERT_LINK = sa.insert(_LINKS).returning(*_LINKS.c)
 
 
-def _newest_of_user(key: str) -> sa.Select[tuple[LinkRow]]:
-    return sa.select(LinkRow).where(LinkRow.user_key == key).order_by(LinkRow.id.desc()).limit(1)
+def _newest_of_user(key: str, issuer: str) -> sa.Select[tuple[LinkRow]]:
+    return sa.select(LinkRow).where(_of_user(key, issuer)).order_by(LinkRow.id.desc()).limit(1)
 
 
 def _environment(orcid: OrcidId, environment: str | None) -> str:
@@ -120,7 +133,9 @@ def _environment(orcid: OrcidId, environment: str | None) -> str:
 
 class Links:
     """Every method is its own transaction. User keys are passed raw (see
-    ``Database.stored_user_key``)."""
+    ``Database.stored_user_key``), each with its ``issuer``: the entity ID of the IdP that
+    asserted it, or "" (``GLOBAL_ISSUER``) for an issuer-free key. A key asserted by one IdP
+    never finds the link of the same key from another."""
 
     def __init__(self, db: Database, vault: Vault, decisions: Decisions, revocations: Revocations) -> None:
         self.db = db
@@ -132,23 +147,33 @@ class Links:
         return f"Links({self.db!r})"
 
     # --- reads ------------------------------------------------------------------------
-    def get_active(self, user_key: str) -> Link | None:
+    def get_active(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """The user's active link: one indexed query, no network (every login's fast path)."""
-        return self.login_view(user_key, self.db.now())[0]
+        return self.login_view(user_key, self.db.now(), issuer=issuer)[0]
 
-    def login_view(self, user_key: str, now: datetime) -> tuple[Link | None, str | None]:
-        """What a login asks the store, in one indexed query: the user's active link, and the
-        decision in force at ``now`` (:meth:`Decisions.in_force`)."""
-        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key)})
+    def login_view(self, user_key: str, now: datetime, *, issuer: str = GLOBAL_ISSUER) -> tuple[Link | None, str | None]:
+        """What a login asks the store, in one indexed query: the active link of ``user_key``
+        asserted by ``issuer``, and its decision in force at ``now`` (:meth:`Decisions.in_force`)."""
+        _of_user("", issuer)  # the issuer's type
+        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key), "issuer": issuer})
         if row is None:  # cannot happen (one row per key), but never a KeyError on the login path
             return None, None
         link = _to_link(row) if row.id is not None else None
         return link, Decisions.in_force(row.decision, row.decision_until, as_utc(now, "now"))
 
-    def get(self, user_key: str) -> Link | None:
+    def get(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """The user's current link, active or revoked; None when there is none or it was unlinked."""
-        row = self.db.scalar(_newest_of_user(self.db.stored_user_key(user_key)))
+        row = self.db.scalar(_newest_of_user(self.db.stored_user_key(user_key), issuer))
         return _to_link(row) if row is not None and row.status != UNLINKED else None
+
+    def issuers_of(self, user_key: str) -> list[str]:
+        """The issuers under which this user key has a current (active or revoked) link, sorted:
+        for an operator who names the user without the IdP."""
+        key = self.db.stored_user_key(user_key)
+        newest = (sa.select(sa.func.max(LinkRow.id)).where(LinkRow.user_key == key)
+                  .group_by(LinkRow.issuer).scalar_subquery())
+        return sorted(self.db.scalars(
+            sa.select(LinkRow.issuer).where(LinkRow.id.in_(newest), LinkRow.status != UNLINKED)))
 
     def find_by_orcid(self, orcid: OrcidId, *, environment: str | None = None) -> Link | None:
         """The current (active or revoked) link of an iD; the environment follows ``orcid.sandbox``
@@ -162,10 +187,10 @@ class Links:
         )
         return _to_link(row) if row is not None and row.status != UNLINKED else None
 
-    def tokens(self, user_key: str) -> TokenSet | None:
+    def tokens(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> TokenSet | None:
         """The decrypted tokens of the user's active link."""
         key = self.db.stored_user_key(user_key)
-        return self._active_tokens(LinkRow.user_key == key)
+        return self._active_tokens(_of_user(key, issuer))
 
     def tokens_of_link(self, link_id: int) -> TokenSet | None:
         """The decrypted tokens of the link, while it is active."""
@@ -177,7 +202,8 @@ class Links:
         )
         return self.vault.read(row) if row is not None else None
 
-    def lookup_sql(self, user_key: str, orcid: str, environment: str = PRODUCTION) -> dict[str, str]:
+    def lookup_sql(self, user_key: str, orcid: str, environment: str = PRODUCTION, *,
+                   issuer: str = GLOBAL_ISSUER) -> dict[str, str]:
         """The SELECTs of the login fast path and of the link write path, with literal values,
         by the partial unique index each must use (for EXPLAIN in benchmarks)."""
         def compile_(stmt: Any) -> str:
@@ -185,7 +211,7 @@ class Links:
 
         return {
             "uq_orcid_links_active_user": compile_(
-                _LOGIN_VIEW.params(key=self.db.stored_user_key(user_key))),
+                _LOGIN_VIEW.params(key=self.db.stored_user_key(user_key), issuer=issuer)),
             "uq_orcid_links_active_orcid": compile_(_ACTIVE_BY_ORCID.params(orcid=orcid, env=environment)),
         }
 
@@ -223,6 +249,7 @@ class Links:
         orcid: OrcidId,
         tokens: TokenSet | None,
         *,
+        issuer: str = GLOBAL_ISSUER,
         name: str | None = None,
         amr: str | None = None,
         environment: str | None = None,
@@ -231,7 +258,8 @@ class Links:
         extra: LinkExtra | None = None,
         intent: int | None = None,
     ) -> Link:
-        """Make ``orcid`` the user's active iD, in one transaction.
+        """Make ``orcid`` the active iD of the user (``user_key`` asserted by ``issuer``), in
+        one transaction.
 
         * same active iD: tokens (and name/amr when given) are updated; audit ``relink``;
         * another active iD: that link becomes ``unlinked``; audit ``switch``;
@@ -250,18 +278,20 @@ class Links:
             orcid = OrcidId.parse(orcid)
         env = _environment(orcid, environment)
         key = self.db.stored_user_key(user_key)
+        _of_user(key, issuer)  # the issuer's type, before any transaction
         for attempt in (1, 2):
             try:
                 with self.db.transaction(raw_integrity=True) as session:
                     self.db.lock(session, key, f"{env}:{orcid.value}")
                     if intent is not None:
                         self.revocations.withdraw_in(session, intent)
-                    return self._link_in(session, key, orcid, env, tokens, name, amr, on_conflict, session_id, extra)
+                    return self._link_in(session, key, issuer, orcid, env, tokens, name, amr, on_conflict, session_id,
+                                         extra)
             except _Conflict as conflict:
                 with self.db.transaction() as session:
                     self.db.audit(
                         session, "conflict", user_key=key, orcid=orcid, session_id=session_id,
-                        detail={"environment": env, "held_by": conflict.holder},
+                        detail={"environment": env, "issuer": issuer, "held_by": conflict.holder},
                     )
                 raise LinkConflict(f"ORCID iD {orcid} is already linked to another user") from None
             except IntegrityError as exc:
@@ -275,6 +305,7 @@ class Links:
         self,
         session: Session,
         key: str,
+        issuer: str,
         orcid: OrcidId,
         env: str,
         tokens: TokenSet | None,
@@ -286,19 +317,19 @@ class Links:
     ) -> Link:
         now = self.db.now()
         connection = session.connection()
-        mine_row = connection.execute(_ACTIVE_BY_USER, {"key": key}).first()
+        mine_row = connection.execute(_ACTIVE_BY_USER, {"key": key, "issuer": issuer}).first()
         holder_row = connection.execute(_ACTIVE_BY_ORCID, {"orcid": orcid.value, "env": env}).first()
         if mine_row is None and holder_row is None:
             # A new link, the common case (every first hop): Core statements, no unit of work.
             row = connection.execute(_INSERT_LINK, {
-                "user_key": key, "orcid": orcid.value, "environment": env, "status": ACTIVE,
+                "user_key": key, "issuer": issuer, "orcid": orcid.value, "environment": env, "status": ACTIVE,
                 "scopes": " ".join(tokens.scope) if tokens else "", "name": name, "amr": amr,
                 "created_at": now, "updated_at": now}).one()
             if tokens is not None:
                 self.vault.put_new(connection, row.id, tokens, now)
-            self.decisions.forget(session, key)
+            self.decisions.forget(session, key, issuer)
             self.db.audit(session, "link", user_key=key, orcid=orcid, session_id=session_id,
-                          detail={"environment": env, "scopes": row.scopes})
+                          detail={"environment": env, "issuer": issuer, "scopes": row.scopes})
             if extra is not None:
                 extra(session, row)  # reads the row's columns only (e.g. Outbox.link_extra)
                 session.flush()
@@ -308,17 +339,17 @@ class Links:
         holder = session.get(LinkRow, holder_row.id) if holder_row is not None else None
         keep = tokens.access_token if tokens is not None else None
         superseded: list[int] = []
-        if holder is not None and holder.user_key != key:
+        if holder is not None and (holder.user_key, holder.issuer) != (key, issuer):
             if on_conflict == "refuse":
                 raise _Conflict(holder.user_key)
             superseded += self._queue_revocation(session, holder, "moved", now, keep)
             self._retire(session, holder, UNLINKED, now)
             self.db.audit(
                 session, "moved", user_key=holder.user_key, orcid=orcid, session_id=session_id,
-                detail={"environment": env, "to_user": key},
+                detail={"environment": env, "to_user": key, "to_issuer": issuer},
             )
 
-        detail: dict[str, Any] = {"environment": env}
+        detail: dict[str, Any] = {"environment": env, "issuer": issuer}
         if mine is not None and mine.orcid == orcid.value and mine.environment == env:
             event, row = "relink", mine
             row.updated_at = now
@@ -336,7 +367,7 @@ class Links:
             else:
                 event = "link"
             row = LinkRow(
-                user_key=key, orcid=orcid.value, environment=env, status=ACTIVE,
+                user_key=key, issuer=issuer, orcid=orcid.value, environment=env, status=ACTIVE,
                 scopes=" ".join(tokens.scope) if tokens else "", name=name, amr=amr,
                 created_at=now, updated_at=now,
             )
@@ -344,7 +375,7 @@ class Links:
             session.flush()
         if tokens is not None:
             self.vault.put(session, row.id, tokens, now, new_link=row is not mine)
-        self.decisions.forget(session, key)
+        self.decisions.forget(session, key, issuer)
         detail["scopes"] = row.scopes
         self.db.audit(session, event, user_key=key, orcid=orcid, session_id=session_id, detail=detail)
         session.flush()
@@ -369,11 +400,12 @@ class Links:
             return []
         return [self.revocations.add_in(session, old, orcid=row.orcid, reason=reason, now=now)]
 
-    def revoke(self, user_key: str, reason: str, *, session_id: str | None = None) -> Link | None:
+    def revoke(self, user_key: str, reason: str, *, issuer: str = GLOBAL_ISSUER,
+               session_id: str | None = None) -> Link | None:
         """ORCID no longer honours the user's token (401): the active link becomes ``revoked``
         and its tokens are dropped. None when the user has no active link."""
         key = self.db.stored_user_key(user_key)
-        return self._revoke(key, LinkRow.user_key == key, reason, session_id=session_id, detail={})
+        return self._revoke(key, _of_user(key, issuer), reason, session_id=session_id, detail={})
 
     def revoke_link(
         self, link_id: int, stored_user_key: str, reason: str, *, by: str, extra: LinkExtra | None = None
@@ -404,19 +436,20 @@ class Links:
             return _to_link(row)
 
     def unlink(
-        self, user_key: str, *, reason: str = "admin", session_id: str | None = None
+        self, user_key: str, *, issuer: str = GLOBAL_ISSUER, reason: str = "admin", session_id: str | None = None
     ) -> tuple[Link, TokenSet | None]:
         """Unlink the user's current (active or revoked) link. Returns it with its tokens, now
         deleted from the store, so the caller can revoke them at ORCID. NotFound if none."""
         key = self.db.stored_user_key(user_key)
         with self.db.transaction() as session:
             self.db.lock(session, key)
-            row = session.scalar(_newest_of_user(key))
+            row = session.scalar(_newest_of_user(key, issuer))
             if row is None or row.status == UNLINKED:
                 raise NotFound("this user has no ORCID link")
             tokens = None
             token_row = session.get(TokenRow, row.id)
-            detail: dict[str, Any] = {"reason": reason, "environment": row.environment, "was": row.status}
+            detail: dict[str, Any] = {"reason": reason, "environment": row.environment, "was": row.status,
+                                      "issuer": issuer}
             if token_row is not None:
                 try:
                     tokens = self.vault.read(token_row)

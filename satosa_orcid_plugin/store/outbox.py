@@ -39,7 +39,7 @@ from ..errors import OrcidPluginError
 from ..tokens import TokenSet
 from .database import Database
 from .links import LinkExtra, Links
-from .schema import ACTIVE, DONE, IS_ACTIVE, ITEM_STATUSES, PARKED, QUEUED, RETRY, AffiliationRow, LinkRow
+from .schema import ACTIVE, DONE, GLOBAL_ISSUER, IS_ACTIVE, ITEM_STATUSES, PARKED, QUEUED, RETRY, AffiliationRow, LinkRow
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,12 @@ class Outbox:
 
         return extra
 
-    def refresh(self, settings: AffiliationSettings, user_key: str, attributes: Mapping[str, Any]) -> int:
+    def refresh(self, settings: AffiliationSettings, user_key: str, attributes: Mapping[str, Any], *,
+                issuer: str = GLOBAL_ISSUER) -> int:
         """The fast path of a returning login: one indexed read; a write only when what should
         be on the record changed. Returns the number of rows queued."""
         key = self.db.stored_user_key(user_key)
-        rows = self._read_state(key)
+        rows = self._read_state(key, issuer)
         if not rows:
             return 0  # no active link
         link_id, orcid, scopes, created_at = rows[0][:4]
@@ -148,12 +149,12 @@ class Outbox:
             return 0
         with self.db.transaction() as session:
             self.db.lock(session, key)
-            link = session.scalar(sa.select(LinkRow).where(LinkRow.user_key == key, IS_ACTIVE))
+            link = session.scalar(sa.select(LinkRow).where(LinkRow.user_key == key, LinkRow.issuer == issuer, IS_ACTIVE))
             if link is None or not _has_update_scope(link.scopes):
                 return 0
             return self._reconcile(session, settings, link, attributes, requeue_parked=False)
 
-    def _read_state(self, key: str) -> list[tuple[Any, ...]]:
+    def _read_state(self, key: str, issuer: str) -> list[tuple[Any, ...]]:
         stmt = (
             sa.select(
                 LinkRow.id, LinkRow.orcid, LinkRow.scopes, LinkRow.created_at,
@@ -164,7 +165,7 @@ class Outbox:
                 AffiliationRow,
                 sa.and_(AffiliationRow.user_key == LinkRow.user_key, AffiliationRow.orcid == LinkRow.orcid),
             )
-            .where(LinkRow.user_key == key, IS_ACTIVE)
+            .where(LinkRow.user_key == key, LinkRow.issuer == issuer, IS_ACTIVE)
         )
         return self.db.rows(stmt)
 
@@ -405,14 +406,15 @@ class Outbox:
             return session.execute(stmt).rowcount or 0
 
     # --- hooks for the proxy ----------------------------------------------------------
-    def on_login(self, settings: AffiliationSettings | None, user_key: str, attributes: Mapping[str, Any]) -> int:
+    def on_login(self, settings: AffiliationSettings | None, user_key: str, attributes: Mapping[str, Any], *,
+                 issuer: str = GLOBAL_ISSUER) -> int:
         """Call on every login that releases a linked iD. Costs one indexed read; writes outbox
         rows only when what should be on the record changed. Never raises for database trouble
         (the login goes on; the next login tries again). Returns the number of rows queued."""
         if settings is None or not user_key:
             return 0
         try:
-            return self.refresh(settings, user_key, attributes)
+            return self.refresh(settings, user_key, attributes, issuer=issuer)
         except OrcidPluginError as exc:
             log.warning("affiliation outbox not updated for this login: %s", exc.code)
             return 0

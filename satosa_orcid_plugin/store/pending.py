@@ -27,6 +27,7 @@ class Pending:
     name: str | None
     amr: str | None
     created_at: datetime | None = None  # when the connect that left it started
+    origin: str | None = None           # and from which network address, when known
 
 
 def _hash(handle: str) -> str:
@@ -42,8 +43,9 @@ class PendingLinks:
         return f"PendingLinks({self.db!r})"
 
     def create(self, orcid: OrcidId, tokens: TokenSet, *, name: str | None, amr: str | None, ttl: int,
-               verified: bool = False) -> str:
-        """Keep ``tokens`` for ``ttl`` seconds; returns the cookie handle."""
+               verified: bool = False, origin: str | None = None) -> str:
+        """Keep ``tokens`` for ``ttl`` seconds; returns the cookie handle. ``origin``: the network
+        address the connect came from (at most 64 characters)."""
         handle = secrets.token_urlsafe(32)
         now = self.db.now()
         sealed = self.vault.seal(tokens)
@@ -52,7 +54,7 @@ class PendingLinks:
                 handle_hash=_hash(handle), orcid=orcid.value, environment=SANDBOX if orcid.sandbox else PRODUCTION,
                 verified=verified, access_token_enc=sealed.access_token, refresh_token_enc=sealed.refresh_token,
                 expires_at_token=sealed.expires_at, scope=sealed.scope, name=name, amr=amr,
-                created_at=now, expires_at=now + timedelta(seconds=ttl),
+                origin=origin[:64] if origin else None, created_at=now, expires_at=now + timedelta(seconds=ttl),
             ))
         return handle
 
@@ -65,7 +67,7 @@ class PendingLinks:
                 return None
             tokens = self.vault.open(row.access_token_enc, row.refresh_token_enc, row.expires_at_token, row.scope)
             return Pending(OrcidId(row.orcid, row.environment == SANDBOX), row.verified, tokens, row.name, row.amr,
-                           as_utc(row.created_at, "created_at"))
+                           as_utc(row.created_at, "created_at"), row.origin)
 
     def mark_verified(self, handle: str, tokens: TokenSet) -> None:
         sealed = self.vault.seal(tokens)

@@ -15,6 +15,9 @@ STATUSES = (ACTIVE, REVOKED, UNLINKED)
 PRODUCTION, SANDBOX = "production", "sandbox"
 ENVIRONMENTS = (PRODUCTION, SANDBOX)
 NOT_NOW, NEVER = "not_now", "never"
+# The issuer of an issuer-free user key (user_key_scope: global): links and decisions keyed
+# by the user key alone, whichever IdP asserted it.
+GLOBAL_ISSUER = ""
 DECISIONS = (NOT_NOW, NEVER)
 QUEUED, RETRY, DONE, PARKED = "queued", "retry", "done", "parked"
 ITEM_STATUSES = (QUEUED, RETRY, DONE, PARKED)
@@ -73,20 +76,23 @@ class LinkRow(Base):
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'revoked', 'unlinked')", name="status"),
         sa.CheckConstraint("environment IN ('production', 'sandbox')", name="environment"),
+        # One active link per (user key, issuer): the issuer is the entity ID of the IdP that
+        # asserted the key, or "" for issuer-free keys (user_key_scope: global).
         sa.Index(
-            "uq_orcid_links_active_user", "user_key", unique=True,
+            "uq_orcid_links_active_user", "user_key", "issuer", unique=True,
             postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL),
         ),
         sa.Index(
             "uq_orcid_links_active_orcid", "orcid", "environment", unique=True,
             postgresql_where=sa.text(_ACTIVE_SQL), sqlite_where=sa.text(_ACTIVE_SQL),
         ),
-        sa.Index("ix_orcid_links_user_key_id", "user_key", "id"),
+        sa.Index("ix_orcid_links_user_key_issuer_id", "user_key", "issuer", "id"),
         sa.Index("ix_orcid_links_orcid_id", "orcid", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_key: Mapped[str] = mapped_column(sa.String(512))
+    issuer: Mapped[str] = mapped_column(sa.String(1024))
     orcid: Mapped[str] = mapped_column(sa.String(19))
     environment: Mapped[str] = mapped_column(sa.String(16))
     status: Mapped[str] = mapped_column(sa.String(16))
@@ -120,6 +126,7 @@ class DecisionRow(Base):
     __table_args__ = (sa.CheckConstraint("decision IN ('not_now', 'never')", name="decision"),)
 
     user_key: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    issuer: Mapped[str] = mapped_column(sa.String(1024), primary_key=True)
     decision: Mapped[str] = mapped_column(sa.String(16))
     until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -195,6 +202,7 @@ class PendingRow(Base):
     scope: Mapped[str] = mapped_column(sa.Text)
     name: Mapped[str | None] = mapped_column(sa.Text)
     amr: Mapped[str | None] = mapped_column(sa.String(64))
+    origin: Mapped[str | None] = mapped_column(sa.String(64))  # the network address the connect came from
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -63,6 +63,6 @@ def test_simultaneous_callbacks_for_the_same_and_different_users(
     # every browser got its login back with the iD it connected; nothing was lost
     assert results == [(200, [f"https://orcid.org/{orcid}"]) for _, orcid in plan]
     for user, orcid in ACCOUNTS.items():
-        link = store.links.get_active(f"{user}@demo.example.org")
+        link = store.links.get_active(f"{user}@demo.example.org", issuer=demo_idp.entity_id)
         assert link is not None and str(link.orcid) == orcid
     assert store.links.stats(datetime.now(timezone.utc))["linked"] == 3

@@ -50,13 +50,15 @@ def with_query(url, **changes):
     return f"{parts.path}?{urlencode(query)}"
 
 
-def sealed_marker(demo_layout, user=ALICE, *, age=0, key=None):
-    """A sign-in marker as the plugin seals it, ``age`` seconds old, under the proxy's keys or ``key``."""
+def sealed_marker(demo_layout, user=ALICE, *, age=0, key=None, issuer=None):
+    """A sign-in marker as the plugin seals it, ``age`` seconds old, under the proxy's keys or
+    ``key``, for ``user`` of the demo IdP (or ``issuer``)."""
     from satosa_orcid_plugin.cookies import CookieSealer
 
     keys = [key] if key else demo_layout.env()["SATOSA_ORCID_TOKEN_KEYS"].split(",")
     issued = int(time.time()) - age
-    payload = json.dumps({"u": user, "t": issued, "n": secrets.token_urlsafe(16)}, separators=(",", ":")).encode()
+    payload = json.dumps({"u": user, "i": issuer or demo_layout.idp_entity_id, "t": issued,
+                          "n": secrets.token_urlsafe(16)}, separators=(",", ":")).encode()
     return CookieSealer(keys, "institutional sign-in marker")._fernet.encrypt_at_time(payload, issued).decode()
 
 

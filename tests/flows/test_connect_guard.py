@@ -128,8 +128,9 @@ def test_the_pending_handle_ends_with_the_browser_and_the_confirmation_names_the
     satosa_app, demo_sp, start_login, idp_respond, connect_link, orcid_consent,
 ):
     """A shared browser's next user finds no pending link once the browser was closed; one who
-    does sees whose ORCID record it is and when the connection was started."""
-    result = verify_at_orcid(satosa_app, satosa_app.get(path_and_query(connect_link())), orcid_consent)
+    does sees whose ORCID record it is, and when and from where the connection was started."""
+    result = verify_at_orcid(satosa_app, satosa_app.get(path_and_query(connect_link()),
+                                                        environ_overrides={"REMOTE_ADDR": "192.0.2.7"}), orcid_consent)
     cookie = next(h for h in result.headers.getlist("Set-Cookie") if h.startswith(f"{PENDING}="))
     attributes = [a.strip() for a in cookie.split(";")[1:]]
     assert {"Path=/", "Secure", "HttpOnly", "SameSite=None"} <= set(attributes)
@@ -139,3 +140,4 @@ def test_the_pending_handle_ends_with_the_browser_and_the_confirmation_names_the
     assert page.find(id="orcid-name").get_text() == "Josiah Carberry"
     assert page.find(id="orcid-uri").get_text() == JOSIAH_URI
     assert page.find(id="started").get_text().endswith("UTC")
+    assert page.find(id="origin").get_text() == "192.0.2.7"  # the address the connect came from

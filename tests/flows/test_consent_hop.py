@@ -44,7 +44,7 @@ def stored_link(demo_layout, user="alice@demo.example.org"):
     env = demo_layout.env()
     store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
     try:
-        return store.links.get_active(user)
+        return store.links.get_active(user, issuer=demo_layout.idp_entity_id)
     finally:
         store.db.dispose()
 
@@ -340,7 +340,8 @@ def decision_of(demo_layout, user="alice@demo.example.org"):
     env = demo_layout.env()
     store = Store.from_url(env["SATOSA_ORCID_DATABASE_URL"], TokenCipher.from_keys(env["SATOSA_ORCID_TOKEN_KEYS"].split(",")))
     try:
-        return store.decisions.get(user, __import__("datetime").datetime.now(__import__("datetime").timezone.utc))
+        return store.decisions.get(user, __import__("datetime").datetime.now(__import__("datetime").timezone.utc),
+                                   issuer=demo_layout.idp_entity_id)
     finally:
         store.db.dispose()
 

@@ -207,3 +207,39 @@ def test_an_abandoned_pending_link_is_revoked_when_it_expires(
     # the next connect (anyone's) reaps it: the abandoned token is revoked at ORCID
     client.get(path_and_query(connect_link(orcid=SOFIA)))
     assert orcid_emulator.tokens(orcid=JOSIAH) == []
+
+
+def test_a_marker_planted_next_to_the_browsers_own_signin_names_nobody(
+    satosa_config, demo_sp, demo_layout, start_login, idp_respond, sp_receive, connect_link, orcid_consent,
+):
+    """Where SATOSA keeps its state between logins (CONTEXT_STATE_DELETE: false) the marker is
+    bound to the SATOSA session that set it: an attacker who copies their own sealed marker
+    into the victim's browser (from a sibling domain, or by hand) binds nothing to the attacker."""
+    import copy
+
+    from satosa.proxy_server import make_app
+    from test_connect_branches import MARKER, sealed_marker
+
+    config = copy.deepcopy(satosa_config)
+    config["CONTEXT_STATE_DELETE"] = False
+    next(m for m in config["MICRO_SERVICES"] if m["name"] == "orcid")["config"]["orcid_requesters"] = [
+        demo_layout.sp_entity_id]
+    app = make_app(config)
+    # control: in a browser of its own, the marker a session set binds that session's user
+    own = Client(app)
+    start_login(own, demo_sp)
+    sp_receive(idp_respond(own, "carol"), demo_sp)
+    done = verify_at_orcid(own, own.get(path_and_query(connect_link(orcid=SOFIA))), orcid_consent, orcid=SOFIA)
+    assert "connected" in page_of(done).h1.get_text()
+    assert str(stored_link(demo_layout, "carol@demo.example.org").orcid) == SOFIA
+
+    victim = Client(app)
+    start_login(victim, demo_sp)
+    sp_receive(idp_respond(victim, "alice"), demo_sp)  # the victim signs in to "ORCID" through the proxy
+    victim.set_cookie(MARKER, sealed_marker(demo_layout, "bob@demo.example.org"), path="/")  # planted
+
+    result = verify_at_orcid(victim, victim.get(path_and_query(connect_link())), orcid_consent)
+
+    assert result.status_code == 200 and "connected" not in page_of(result).h1.get_text()  # pending, not bound
+    assert stored_link(demo_layout, "bob@demo.example.org") is None
+    assert stored_link(demo_layout, "alice@demo.example.org") is None

@@ -39,13 +39,14 @@ def store(demo_layout):
                                      clock=lambda: utcnow() + later))
         return opened[-1]
 
+    open_store.issuer = demo_layout.idp_entity_id  # the demo IdP asserts every user key here
     yield open_store
     for s in opened:
         s.db.dispose()
 
 
 def stored_token(store, user=ALICE):
-    tokens = store().links.tokens(user)
+    tokens = store().links.tokens(user, issuer=store.issuer)
     return tokens.access_token if tokens is not None else None
 
 
@@ -117,7 +118,7 @@ def test_relinking_revokes_the_tokens_it_replaces(
     result = verify_at_orcid(satosa_app, satosa_app.get(path_and_query(connect_link(orcid=second))), orcid_consent,
                              orcid=second)
     assert "connected" in page_of(result).h1.get_text()
-    assert str(store().links.get_active(ALICE).orcid) == second
+    assert str(store().links.get_active(ALICE, issuer=store.issuer).orcid) == second
     assert first not in live_tokens(orcid_emulator, JOSIAH)
     assert live_tokens(orcid_emulator, second) == [stored_token(store)]
     if second != JOSIAH:

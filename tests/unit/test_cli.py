@@ -257,3 +257,62 @@ def test_dont_ask_again_can_be_cleared_by_an_admin(setup):
     assert run("--config", str(conf), "decisions", "show", "carol@uni.example").output.strip() == "never"
     assert run("--config", str(conf), "decisions", "clear", "carol@uni.example").exit_code == 0
     assert run("--config", str(conf), "decisions", "show", "carol@uni.example").output.strip() == "none"
+
+
+# --- issuer-bound user keys ---------------------------------------------------------------
+IDP_A, IDP_B = "https://idp.uni-a.example/idp", "https://idp.uni-b.example/idp"
+
+
+def test_the_same_key_from_two_idps_is_two_users_and_the_cli_asks_which(setup):
+    conf, service, _ = setup
+    carol = "carol@uni.example"
+    from satosa_orcid_plugin.orcid_id import OrcidId
+
+    for issuer, orcid in ((IDP_A, "0000-0003-1415-9269"), (IDP_B, "0000-0002-1694-233X")):
+        service.store.links.link(carol, OrcidId.parse(orcid), None, issuer=issuer)
+    service.record_decline("dave@uni.example", "never", issuer=IDP_A)
+
+    listed = run("--config", str(conf), "links", "list")
+    assert f"{carol}\t{IDP_A}\thttps://orcid.org/0000-0003-1415-9269\tactive" in listed.output
+    assert f"{carol}\t{IDP_B}\thttps://orcid.org/0000-0002-1694-233X\tactive" in listed.output
+    assert f"{ALICE}\t-\t" in listed.output  # linked without an issuer (setup): shown as "-"
+    rows = json.loads(run("--config", str(conf), "links", "list", "--json").output)
+    assert {(r["user_key"], r["issuer"]) for r in rows if r["user_key"] == carol} == {(carol, IDP_A), (carol, IDP_B)}
+    exported = list(csv.DictReader(io.StringIO(run("--config", str(conf), "links", "export").output)))
+    assert {r["issuer"] for r in exported if r["user_key"] == carol} == {IDP_A, IDP_B}
+
+    ambiguous = run("--config", str(conf), "links", "show", carol)
+    assert ambiguous.exit_code == 2 and "--issuer" in ambiguous.output and IDP_A in ambiguous.output
+    shown = json.loads(run("--config", str(conf), "links", "show", carol, "--issuer", IDP_B, "--json").output)
+    assert shown["issuer"] == IDP_B and shown["orcid"] == "0000-0002-1694-233X"
+    assert run("--config", str(conf), "links", "unlink", carol).exit_code == 2  # never guesses which one
+    unlinked = run("--config", str(conf), "links", "unlink", carol, "--issuer", IDP_B)
+    assert unlinked.exit_code == 0 and IDP_B in unlinked.output
+    # the other IdP's carol keeps her link, and is now the only one: no --issuer needed
+    assert json.loads(run("--config", str(conf), "links", "show", carol, "--json").output)["issuer"] == IDP_A
+    assert run("--config", str(conf), "links", "show", carol, "--issuer", "https://other.example/idp").exit_code == 1
+
+    assert run("--config", str(conf), "decisions", "show", "dave@uni.example").output.strip() == "never"
+    assert run("--config", str(conf), "decisions", "show", "dave@uni.example", "--issuer", IDP_B).output.strip() == "none"
+
+
+def test_check_config_reports_how_user_keys_are_bound(tmp_path, proxy_env_for_check):
+    import shutil
+
+    result = run("check-config", str(proxy_env_for_check))
+    assert "bound to the asserting IdP" in result.output and "scope_check: enforce" in result.output
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(proxy_env_for_check.parent, conf_dir)
+    ms = conf_dir / "plugins" / "microservices" / "orcid.yaml"
+    ms.write_text(ms.read_text().replace("  on_error: continue", "  on_error: continue\n  user_key_scope: global\n"
+                                                                  "  scope_check: off"))
+    result = run("check-config", str(conf_dir / "proxy_conf.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "user_key_scope: global" in result.output and "scope_check: off" in result.output
+    # enforce with a backend that cannot read shibmd:Scope: every lookup would be refused
+    ms.write_text(ms.read_text().replace("scope_check: off", "scope_check: enforce"))
+    backend = conf_dir / "plugins" / "backends" / "saml2_backend.yaml"
+    backend.write_text(backend.read_text().replace("satosa_orcid_plugin.ops.saml2_backend.SAMLBackend",
+                                                   "satosa.backends.saml2.SAMLBackend"))
+    result = run("check-config", str(conf_dir / "proxy_conf.yaml"))
+    assert result.exit_code == 1 and "scope_check: enforce reads the IdPs' shibmd:Scope" in result.output
