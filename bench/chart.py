@@ -31,24 +31,26 @@ def _text(x: float, y: float, s: str, *, size: int = 12, anchor: str = "start", 
 
 
 def _lookup_panel(fig: dict[str, float], x0: float, y0: float, w: float, h: float, target: float) -> list[str]:
-    out = [_text(x0, y0 - 14, "Store lookup (links.get_active), ms, wall clock", size=14, weight="bold")]
+    out = [_text(x0, y0 - 14, "Store lookup (get_active), ms, wall clock, log", size=14,
+                 weight="bold")]
     values = [fig.get(f"store.{db}.{s}.lookup_ms.{q}") for db, _, _ in DATABASES for s, _ in SCALES
               for q in ("p99", "median")]
-    top = max([v for v in values if v is not None] + [target * 1.25])
-    top = math.ceil(top * 4) / 4  # a multiple of 0.25 ms
+    # log scale: medians of a tenth of a millisecond and p99s of a loaded machine on one chart
+    lo = 0.05
+    hi = 10 ** math.ceil(math.log10(max([v for v in values if v] + [target * 2])))
     plot_x, plot_w, plot_h = x0 + 44, w - 60, h - 60
 
     def px(i: int) -> float:
         return plot_x + plot_w * (i + 0.5) / len(SCALES)
 
     def py(v: float) -> float:
-        return y0 + plot_h - plot_h * v / top
+        v = min(max(v, lo), hi)
+        return y0 + plot_h - plot_h * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
 
-    steps = round(top / 0.25) if top <= 2 else 4
-    for k in range(steps + 1):
-        v = top * k / steps
+    ticks = [0.1 * 10 ** k for k in range(round(math.log10(hi / 0.1)) + 1)]
+    for v in ticks:
         out.append(f'<line x1="{plot_x}" y1="{py(v):.1f}" x2="{plot_x + plot_w}" y2="{py(v):.1f}" stroke="#eee"/>')
-        out.append(_text(plot_x - 6, py(v) + 4, f"{v:.2f}", size=11, anchor="end"))
+        out.append(_text(plot_x - 6, py(v) + 4, f"{v:g}", size=11, anchor="end"))
     out.append(f'<line x1="{plot_x}" y1="{py(target):.1f}" x2="{plot_x + plot_w}" y2="{py(target):.1f}" '
                f'stroke="#555" stroke-dasharray="6 4"/>')
     out.append(_text(plot_x + plot_w, py(target) - 4, f"target p99 {target:g} ms", size=11, anchor="end",

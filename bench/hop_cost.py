@@ -187,7 +187,8 @@ class ProbedOrcidConnect(OrcidConnect):
             (store.revocations, "intend", "store.revocations.intend (write-ahead)"),
             (self.service.revoker, "housekeeping", "revocation housekeeping"),
         ):
-            setattr(obj, method, PROBE.part(label, getattr(obj, method)))
+            if hasattr(obj, method):  # (an older store, for an A/B against it, lacks some)
+                setattr(obj, method, PROBE.part(label, getattr(obj, method)))
         if not getattr(pages.translated, "probed", False):  # the interstitial (and confirmation) page
             pages.translated = PROBE.part("pages (interstitial)", pages.translated)
             pages.translated.probed = True  # type: ignore[attr-defined]
