@@ -89,13 +89,23 @@ def main(argv: list[str] | None = None) -> int:
             if deployment is not None:
                 deployment.__exit__(None, None, None)
 
+    if not any(r.name.startswith("soak.") for r in rows):
+        # The production soak (hours of logins: 5xx, orphan tokens, RSS growth) is its own run;
+        # its rows go here when it runs, and this placeholder says it did not.
+        rows.append(Row("soak", None, "", "5xx == 0, orphan tokens == 0, RSS growth ~ 0", None,
+                        "the production soak is not part of this run (see the soak's own command)"))
     duration = time.monotonic() - t0
     json_path, md_path, doc = report.write(
         args.out, rows, machine=machine_description(), mode=mode, only=args.only,
         started=started.isoformat(timespec="seconds"), duration_s=round(duration, 1),
         load_avg={"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     )
-    progress(f"wrote {json_path} and {md_path} ({duration:.0f} s)")
+    from . import chart
+
+    svg_path = chart.write(args.out / "latest.svg", doc["rows"],
+                           subtitle=f"{mode} run of commit {doc['commit'][:12]} on {doc['machine']}, "
+                                    f"{doc['started']}")
+    progress(f"wrote {json_path}, {md_path} and {svg_path} ({duration:.0f} s)")
     if not args.quick and not args.only and args.out.resolve() == (ROOT / "bench" / "results").resolve():
         if report.update_readme(ROOT / "bench" / "README.md", report.markdown(doc)):
             progress("updated the table in bench/README.md")

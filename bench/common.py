@@ -122,6 +122,7 @@ class Meter:
 
     wall: float = 0.0
     cpu: float = 0.0
+    children: float = 0.0  # of which reaped children (xmlsec1)
 
     @contextlib.contextmanager
     def timing(self) -> Iterator[None]:
@@ -130,7 +131,9 @@ class Meter:
             yield
         finally:
             self.wall += time.perf_counter() - w0
-            self.cpu += (time.thread_time() - t0) + (children_cpu() - c0)
+            children = children_cpu() - c0
+            self.children += children
+            self.cpu += (time.thread_time() - t0) + children
 
 
 # --- environment ---------------------------------------------------------------------------
@@ -251,7 +254,8 @@ class Deployment:
                 tokens = TokenSet(access_token=f"bench-access-{user}", refresh_token=f"bench-refresh-{user}",
                                   expires_at=datetime.now(timezone.utc) + timedelta(days=365 * 20),
                                   scope=("openid",))
-                store.links.link(f"{user}@{SCOPE}", orcid, tokens, name=user.title())
+                store.links.link(f"{user}@{SCOPE}", orcid, tokens, name=user.title(),
+                                 issuer=self.layout.idp_entity_id)  # the demo IdP asserts the key
                 linked[user] = orcid.uri
             return linked
         finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from satosa_orcid_plugin import pages
 from satosa_orcid_plugin.devstack.scripted_browser import link_with_id
 from satosa_orcid_plugin.microservice import OrcidConnect
 
@@ -46,17 +47,41 @@ PROBE_MODULE = f"{__name__}.ProbedOrcidConnect"
 
 
 class PluginProbe:
-    """Thread CPU inside the plugin's entry points, and inside what they call downstream."""
+    """Thread CPU inside the plugin's entry points, and inside what they call downstream;
+    SQL statements and commits the store's engine runs meanwhile (SQLAlchemy events)."""
 
     def __init__(self) -> None:
         self.inside = 0.0
         self.downstream = 0.0
         self.parts: dict[str, float] = {}
+        self.statements: list[str] = []
+        self.commits = 0
         self._depth = 0
+        self._engines: set[int] = set()
 
     def reset(self) -> None:
         self.inside = self.downstream = 0.0
         self.parts = {}
+        self.statements = []
+        self.commits = 0
+
+    def count_sql(self, engine: Any) -> None:
+        """Count every statement sent to the driver (BEGIN included) and every commit, on
+        ``engine``; the counts are reset with the timers."""
+        from sqlalchemy import event
+
+        if id(engine) in self._engines:
+            return
+        self._engines.add(id(engine))
+
+        def on_execute(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            self.statements.append(" ".join(statement.split())[:60])
+
+        def on_commit(_conn: Any) -> None:
+            self.commits += 1
+
+        event.listen(engine, "before_cursor_execute", on_execute)
+        event.listen(engine, "commit", on_commit)
 
     def part(self, name: str, fn: Callable) -> Callable:
         """Also account ``fn``'s thread CPU under ``name`` (a breakdown of the plugin's own time)."""
@@ -106,6 +131,36 @@ class PluginProbe:
 PROBE = PluginProbe()
 
 
+class StateCookieProbe:
+    """Thread CPU in SATOSA's state cookie: ``cookie_to_state`` on every request and
+    ``state_to_cookie`` on every response (LZMA and AES), wrapped where ``satosa.base`` calls
+    them. Reset per login, like the plugin's probe."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+
+    def install(self) -> None:
+        import satosa.base as base
+
+        for name in ("cookie_to_state", "state_to_cookie"):
+            fn = getattr(base, name)
+            if getattr(fn, "probed", False):
+                continue
+
+            def timed(*args: Any, _fn: Callable = fn, **kwargs: Any) -> Any:
+                t0 = time.thread_time()
+                try:
+                    return _fn(*args, **kwargs)
+                finally:
+                    self.cpu += time.thread_time() - t0
+
+            timed.probed = True  # type: ignore[attr-defined]
+            setattr(base, name, timed)
+
+
+STATE = StateCookieProbe()
+
+
 class ProbedOrcidConnect(OrcidConnect):
     """OrcidConnect with timers around its entry points and around ``next`` (the rest of the
     chain: SATOSA's response handling and the frontend). Behaviour is unchanged."""
@@ -121,17 +176,22 @@ class ProbedOrcidConnect(OrcidConnect):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         client, store = self.service.client, self.service.store
+        PROBE.count_sql(store.db.engine)
         for obj, method, label in (
             (client, "exchange_code", "code exchange (HTTP client + id_token check)"),
             (client, "verify_id_token", "of which id_token check"),
             (store.links, "link", "store.links.link"),
             (store.once, "consume", "store.once.consume (replay guard)"),
             (store.decisions, "clear", "store.decisions.clear"),
-            (store.links, "get_active", "store.links.get_active"),
-            (store.decisions, "get", "store.decisions.get"),
-            (self, "_interstitial", "interstitial page"),
+            (store.links, "login_view", "store.links.login_view (link and decision)"),
+            (store.revocations, "intend", "store.revocations.intend (write-ahead)"),
+            (self.service.revoker, "housekeeping", "revocation housekeeping"),
         ):
-            setattr(obj, method, PROBE.part(label, getattr(obj, method)))
+            if hasattr(obj, method):  # (an older store, for an A/B against it, lacks some)
+                setattr(obj, method, PROBE.part(label, getattr(obj, method)))
+        if not getattr(pages.translated, "probed", False):  # the interstitial (and confirmation) page
+            pages.translated = PROBE.part("pages (interstitial)", pages.translated)
+            pages.translated.probed = True  # type: ignore[attr-defined]
 
     def process(self, context: Any, data: Any) -> Any:
         return PROBE.entry(super().process)(context, data)
@@ -179,6 +239,7 @@ def one_hop(deployment: Deployment, logins: InProcessLogins, client, emulator, s
     layout = deployment.layout
     result = LoginResult()
     PROBE.reset()
+    STATE.cpu = 0.0
     before = _back_channel(emulator)
     response = logins.to_proxy_acs(client, "alice", result)
     if interstitial:
@@ -194,18 +255,23 @@ def one_hop(deployment: Deployment, logins: InProcessLogins, client, emulator, s
     with result.proxy.timing():
         response = client.get(path_and_query(callback))
     own, parts = PROBE.own, dict(PROBE.parts)
+    statements, commits = list(PROBE.statements), PROBE.commits
     requests = _back_channel(emulator) - before
     released = logins.released(response)
     if released.get(ORCID_ATTRIBUTE) != [f"https://orcid.org/{JOSIAH}"]:
         raise AssertionError(f"the hop did not release the iD: {released.get(ORCID_ATTRIBUTE)}")
-    store.links.unlink(f"alice@{SCOPE}", reason="bench")  # unlinked again for the next hop (not timed)
-    return {"own": own, "proxy_cpu": result.proxy.cpu, "requests": requests, "parts": parts}
+    # unlinked again for the next hop (not timed)
+    store.links.unlink(f"alice@{SCOPE}", reason="bench", issuer=deployment.layout.idp_entity_id)
+    return {"own": own, "proxy_cpu": result.proxy.cpu, "requests": requests, "parts": parts,
+            "statements": statements, "commits": commits, "xmlsec1": result.proxy.children, "state": STATE.cpu}
 
 
 def fast_login(logins: InProcessLogins, client) -> dict[str, float]:
     PROBE.reset()
+    STATE.cpu = 0.0
     result = logins.login(client, "bob")
-    return {"own": PROBE.own, "proxy_cpu": result.proxy.cpu, "parts": dict(PROBE.parts)}
+    return {"own": PROBE.own, "proxy_cpu": result.proxy.cpu, "parts": dict(PROBE.parts),
+            "xmlsec1": result.proxy.children, "state": STATE.cpu}
 
 
 def run(deployment: Deployment, *, quick: bool) -> list[Row]:
@@ -213,12 +279,13 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
     from werkzeug.test import Client
 
     hops = 4 if quick else 16
+    STATE.install()
     emulator = deployment.emulator()
     deployment.link_demo_users(("bob",))
     store = deployment.store()
     try:
         try:
-            store.links.unlink(f"alice@{SCOPE}", reason="bench")
+            store.links.unlink(f"alice@{SCOPE}", reason="bench", issuer=deployment.layout.idp_entity_id)
         except NotFound:
             pass
         logins = InProcessLogins(deployment.layout)
@@ -257,6 +324,8 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
         rest = statistics.median([x["own"] * 1000 for x in samples]) - counted
         return "; ".join([f"{k} {v:.2f}" for k, v in medians.items()] + [f"rest of the plugin's code {rest:.2f}"])
 
+    import statistics
+
     rows: list[Row] = []
     fast_own = Summary.of([f["own"] * 1000 for f in fast])
     fast_proxy = Summary.of([f["proxy_cpu"] * 1000 for f in fast])
@@ -273,10 +342,44 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
             Row(f"{prefix}.proxy_extra_cpu_ms.median", proxy.median - fast_proxy.median, "ms",
                 note=f"{label}: whole proxy CPU of a hop login ({proxy.median:.1f} ms) minus a fast-path login "
                      f"({fast_proxy.median:.1f} ms): adds SATOSA's state cookie and routing for the extra request(s)"),
+            Row(f"{prefix}.sql_statements_per_hop", statistics.median_low(len(r["statements"]) for r in results[name]),
+                "statements", note=f"{label}: statements the plugin's store engine sent to the driver during a hop "
+                                   f"(BEGIN included; counted with SQLAlchemy's before_cursor_execute), median over "
+                                   f"{own.n} hops; one hop: " + " | ".join(results[name][-1]["statements"])),
+            Row(f"{prefix}.commits_per_hop", statistics.median_low(r["commits"] for r in results[name]), "commits",
+                note=f"{label}: COMMITs during a hop (SQLAlchemy's commit event), median"),
             target_row(f"{prefix}.backchannel_requests_per_hop", max(counts) if len(set(counts)) > 1 else counts[0],
                        "requests", "==", 1,
                        f"per hop after the first: {sorted(set(counts))}; first hop (JWKS not cached yet): {warmup[name]}"),
         ]
+    # The whole proxy's CPU of a login with a hop over a fast-path login's, both through the same
+    # app, interleaved login by login; A/A: the fast-path logins of even rounds over those of odd.
+    hop_proxy = Summary.of([r["proxy_cpu"] * 1000 for r in results["interstitial"]])
+    even = Summary.of([f["proxy_cpu"] * 1000 for f in fast[0::2]])
+    odd = Summary.of([f["proxy_cpu"] * 1000 for f in fast[1::2]])
+    rows += [
+        target_row("login.proxy_cpu.hop_vs_fast", hop_proxy.median / fast_proxy.median, "x", "<=", 1.10,
+                   f"whole proxy CPU (its thread + xmlsec1 children) of a login with a hop (interstitial, the "
+                   f"default; the browser's visit to ORCID not counted) {hop_proxy.median:.1f} ms over a fast-path "
+                   f"login {fast_proxy.median:.1f} ms, medians of {hop_proxy.n} and {fast_proxy.n} logins "
+                   f"interleaved; direct (no interstitial) "
+                   f"{Summary.of([r['proxy_cpu'] * 1000 for r in results['direct']]).median / fast_proxy.median:.3f}"),
+        Row("login.proxy_cpu.aa_ratio", even.median / odd.median, "x",
+            note="A/A control: fast-path logins of even rounds over those of odd rounds (same app, same "
+                 "harness); its distance from 1 is the noise floor of hop_vs_fast in this run"),
+    ]
+    for name, samples in (("fast", fast), ("hop", results["interstitial"]), ("hop_direct", results["direct"])):
+        total = statistics.median(s["proxy_cpu"] * 1000 for s in samples)
+        xmlsec = statistics.median(s["xmlsec1"] * 1000 for s in samples)
+        state = statistics.median(s["state"] * 1000 for s in samples)
+        plugin = statistics.median(s["own"] * 1000 for s in samples)
+        rows.append(Row(f"login.cpu_ms.{name}.total", total, "ms",
+                        note=f"CPU of one {name.replace('_', ' ')} login in the proxy by part (medians): xmlsec1 "
+                             f"{xmlsec:.1f}, SATOSA state cookie {state:.1f}, plugin {plugin:.1f}, rest (SATOSA, "
+                             f"pysaml2, werkzeug) {total - xmlsec - state - plugin:.1f} ms"))
+        rows += [Row(f"login.cpu_ms.{name}.{part}", value, "ms") for part, value in
+                 (("xmlsec1", xmlsec), ("state_cookie", state), ("plugin", plugin),
+                  ("rest", total - xmlsec - state - plugin))]
     rows += [
         Row("fast_path.plugin_cpu_ms.median", fast_own.median, "ms",
             note="the plugin's own thread CPU in a linked user's login (SQLite store). Median ms by part: "

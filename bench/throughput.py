@@ -117,7 +117,7 @@ class Proxy:
 
 @contextlib.contextmanager
 def gunicorn_proxy(deployment: Deployment, variant: str, port: int,
-                   extra_env: dict[str, str] | None = None) -> Iterator[Proxy]:
+                   extra_env: dict[str, str] | None = None, *, threads: int = 4) -> Iterator[Proxy]:
     import requests
 
     from satosa_orcid_plugin.devstack.demo import _gunicorn
@@ -129,6 +129,7 @@ def gunicorn_proxy(deployment: Deployment, variant: str, port: int,
         "--pythonpath", str(ROOT),
         "--certfile", str(layout.tls_cert),
         "--keyfile", str(layout.tls_key),
+        *(("--threads", "1", "--worker-class", "sync") if threads == 1 else ("--threads", str(threads))),
         workers=WORKERS,
     )
     env = {**os.environ, **deployment.env, "PYTHONUNBUFFERED": "1",
@@ -317,6 +318,7 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
     arena_rows: list[Row] = []
     if not quick:
         arena_rows = arena_check(deployment, browsers)
+    memory = memory_rows(deployment, browsers, quick=quick)
 
     # what the SP receives, one response per round (not timed)
     sp = browsers[0].sp
@@ -397,7 +399,40 @@ def run(deployment: Deployment, *, quick: bool) -> list[Row]:
             note=f"RSS per worker right after start, before any login: {idle['plugin']:.1f} vs {idle['none']:.1f} MB "
                  "(the imports and the start-up migration check)"),
         *arena_rows,
+        *memory,
     ]
+    return rows
+
+
+def memory_rows(deployment: Deployment, browsers: list[Browser], *, quick: bool) -> list[Row]:
+    """RSS per worker after the same logins, with and without the plugin, under sync workers
+    (one thread) and threaded (gthread, 4 threads) workers; a second proxy without the plugin is
+    the A/A control. Each proxy is fresh; the order alternates between the worker kinds."""
+    logins = 24 if quick else 60
+    rows: list[Row] = []
+    for kind, threads, order in (("sync", 1, ("plugin", "none", "none2")), ("threaded", 4, ("none2", "none", "plugin"))):
+        rss: dict[str, float] = {}
+        idle: dict[str, float] = {}
+        for variant in order:
+            with gunicorn_proxy(deployment, variant, _free_port(), threads=threads) as proxy:
+                idle[variant] = max(proxy.idle_rss_kb) / 1024
+                got = run_round(proxy, browsers, logins, 120.0)
+                if got.errors:
+                    raise RuntimeError(f"memory round ({kind}, {variant}): {got.errors[0]}")
+                time.sleep(0.5)  # the last responses written, the threads idle
+                rss[variant] = max(Proxy.status_kb(pid, "VmRSS") for pid in proxy.workers()) / 1024
+            progress(f"throughput: memory {kind} {variant}: RSS per worker {rss[variant]:.1f} MB after "
+                     f"{logins} logins (idle {idle[variant]:.1f})")
+        rows += [
+            target_row(f"throughput.rss_delta_mb.{kind}", rss["plugin"] - rss["none"], "MB", "<=", 15,
+                       f"{kind} workers ({threads} thread{'s' if threads > 1 else ''} each, {WORKERS} workers): RSS "
+                       f"of the larger worker after {logins} fast-path logins, {rss['plugin']:.1f} MB with the plugin "
+                       f"vs {rss['none']:.1f} without; at start {idle['plugin']:.1f} vs {idle['none']:.1f} "
+                       f"({idle['plugin'] - idle['none']:+.1f}); A/A (a second proxy without the plugin) "
+                       f"{rss['none2'] - rss['none']:+.1f} MB"),
+            Row(f"throughput.rss_delta_mb.{kind}.aa", rss["none2"] - rss["none"], "MB"),
+            Row(f"throughput.rss_delta_mb.{kind}.idle", idle["plugin"] - idle["none"], "MB"),
+        ]
     return rows
 
 

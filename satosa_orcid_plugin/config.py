@@ -114,6 +114,10 @@ class OrcidSettings:
     timeouts: Timeouts = Timeouts()
     prompt_login: bool = False
     lang: str | None = None
+    # Outbound HTTP to ORCID ignores the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE,
+    # .netrc): a deployment behind a forward proxy names it here (it may hold credentials: not in repr).
+    proxy: str | None = field(default=None, repr=False)
+    ca_bundle: str | None = None
 
     @property
     def sandbox(self) -> bool:
@@ -407,7 +411,8 @@ def _check_url(section: _Section, key: str, url: str, *, https_only: bool) -> st
 def _parse_orcid(root: _Section) -> OrcidSettings:
     s = root.section(
         "orcid",
-        {"environment", "base_url", "api_base_url", "client_id", "client_secret", "scopes", "timeouts", "prompt_login", "lang"},
+        {"environment", "base_url", "api_base_url", "client_id", "client_secret", "scopes", "timeouts", "prompt_login", "lang",
+         "proxy", "ca_bundle"},
     )
     env = s.choice("environment", tuple(ENVIRONMENTS), default="production")
     defaults = ENVIRONMENTS[env]
@@ -434,6 +439,11 @@ def _parse_orcid(root: _Section) -> OrcidSettings:
     t = s.section("timeouts", {"connect", "read"})
     timeouts = Timeouts(connect=t.number("connect", 3.0), read=t.number("read", 10.0))
     lang = s.str("lang")
+    proxy = s.str("proxy")
+    if proxy is not None:
+        parts = urlsplit(proxy)
+        if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
+            raise ConfigError(s.key("proxy"), "must be a proxy URL (http://host:port, https://..., socks5://...)")
     return OrcidSettings(
         environment=env,
         base_url=base_url,
@@ -444,6 +454,8 @@ def _parse_orcid(root: _Section) -> OrcidSettings:
         timeouts=timeouts,
         prompt_login=s.bool("prompt_login", False),
         lang=lang,
+        proxy=proxy,
+        ca_bundle=s.str("ca_bundle"),
     )
 
 

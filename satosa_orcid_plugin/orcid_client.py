@@ -29,10 +29,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlencode
 
-import jwt
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -57,6 +56,10 @@ from .orcid_records import (
     read_token_response,
 )
 from .tokens import TokenSet
+
+if TYPE_CHECKING:
+    import jwt  # imported where an id_token or a key set is handled: a worker serving only
+    # linked users' logins never loads PyJWT
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +105,25 @@ class _KeyFetch:
         self.warm = False  # a start-up warm-up: its failure is no news (the first callback tries again)
 
 
-def http_session(*, transport_retries: bool, user_agent: str = "satosa-orcid-plugin") -> requests.Session:
+def http_session(*, transport_retries: bool, user_agent: str = "satosa-orcid-plugin", proxy: str | None = None,
+                 ca_bundle: str | None = None) -> requests.Session:
     """The one way a ``requests`` session for ORCID is set up.
 
     ``transport_retries``: urllib3 retries idempotent GETs on connection errors and 502/503/504
     (the login path). The affiliation worker passes False: it owns its retries (backoff, the
     shared rate limit), and a POST is never retried below it.
+
+    The environment is not consulted (``trust_env`` off): ``requests`` would otherwise read the
+    proxy variables and ``.netrc`` on every request (measurable on the login path), and a
+    variable set for something else would silently reroute ORCID traffic. ``proxy`` and
+    ``ca_bundle`` (``orcid.proxy``, ``orcid.ca_bundle``) say it explicitly instead.
     """
     session = requests.Session()
+    session.trust_env = False
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    if ca_bundle:
+        session.verify = ca_bundle
     retry: Retry | int = 0
     if transport_retries:
         retry = Retry(total=2, connect=2, read=1, status=2, backoff_factor=0.2,
@@ -135,7 +149,8 @@ class OrcidClient:
         self.settings = settings
         self.clock = clock
         self.observer = observer
-        self.session = session or http_session(transport_retries=True)
+        self.session = session or http_session(transport_retries=True, proxy=settings.proxy,
+                                               ca_bundle=settings.ca_bundle)
         base = settings.base_url
         self.authorize_endpoint = f"{base}/oauth/authorize"
         self.token_endpoint = f"{base}/oauth/token"
@@ -149,7 +164,7 @@ class OrcidClient:
         self._jwks_fetch: _KeyFetch | None = None
         self._jwks_lock = threading.Lock()
         # The key set is fetched once per attempt: a retry would double the wait of every callback.
-        self._jwks_session = http_session(transport_retries=False)  # one attempt: callbacks wait on it
+        self._jwks_session = http_session(transport_retries=False, proxy=settings.proxy, ca_bundle=settings.ca_bundle)  # one attempt: callbacks wait on it
 
     def __repr__(self) -> str:
         return f"OrcidClient({self.settings!r})"
@@ -489,6 +504,8 @@ class OrcidClient:
         fetch.done.set()
 
     def _fetch_jwks(self) -> dict[str, jwt.PyJWK]:
+        import jwt
+
         response = self._request("jwks", "GET", self.jwks_uri, session=self._jwks_session)
         if response.status_code != 200:
             raise OrcidUnavailable(f"ORCID jwks answered HTTP {response.status_code}")
@@ -506,6 +523,8 @@ class OrcidClient:
 
     def verify_id_token(self, id_token: str, *, nonce: str | None, orcid: OrcidId) -> dict[str, Any]:
         """RS256 against the JWKS; iss, aud, exp, nonce, and sub == the token response's orcid."""
+        import jwt
+
         try:
             header = jwt.get_unverified_header(id_token)
         except jwt.PyJWTError:

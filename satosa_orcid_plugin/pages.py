@@ -4,13 +4,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
-
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
 from .config import DEFAULT_INSTITUTION
 from .i18n import Translator
+
+if TYPE_CHECKING:
+    from jinja2 import Environment  # imported with the first page: linked users' logins never need it
 
 _env_cache: dict[str | None, Environment] = {}
 # Compiling templates in several threads at once trips a CPython 3.11 bug ("SystemError: AST
@@ -23,6 +24,8 @@ def environment(override_dir: str | None = None) -> Environment:
     """Templates from the deployment's directory first (if given), then the package's."""
     env = _env_cache.get(override_dir)
     if env is None:  # (called under _compile_lock from template())
+        from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+
         loaders = [PackageLoader("satosa_orcid_plugin", "templates")]
         if override_dir:
             loaders.insert(0, FileSystemLoader(str(Path(override_dir))))

@@ -46,7 +46,8 @@ def build_client(config: PluginConfig, *, worker: bool = False) -> OrcidClient:
     from .metrics import observe_orcid_request
 
     session = http_session(transport_retries=not worker,
-                           user_agent="satosa-orcid-plugin (affiliation sync)" if worker else "satosa-orcid-plugin")
+                           user_agent="satosa-orcid-plugin (affiliation sync)" if worker else "satosa-orcid-plugin",
+                           proxy=config.orcid.proxy, ca_bundle=config.orcid.ca_bundle)
     return OrcidClient(config.orcid, session=session, observer=observe_orcid_request)
 
 

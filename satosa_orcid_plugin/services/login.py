@@ -97,11 +97,11 @@ class LoginService:
         if issuer is None:
             user_key = None
         if user_key:
-            link = self.store.links.get_active(user_key, issuer=issuer)
+            link, decision = self.store.links.login_view(user_key, self.clock(), issuer=issuer)  # one query
             if link is not None and link.environment == self.environment:
                 linked = link.orcid
             if linked is None and asserted is None:
-                declined = self.store.decisions.get(user_key, self.clock(), issuer=issuer)
+                declined = decision
         return decide(
             self.config, user_key=user_key, requester=requester, linked=linked, declined=declined, asserted=asserted,
             requested=requested,

@@ -82,6 +82,9 @@ _BEGIN_OPTION = "satosa_orcid_begin"
 _LOCK_USER, _LOCK_ORCID, _LOCK_MIGRATE = 0x4F524331, 0x4F524332, 0x4F524333
 
 
+_AUDIT_INSERT = sa.insert(AuditRow.__table__)
+
+
 # --- engine ----------------------------------------------------------------------------
 def create_store_engine(database_url: str, budget: Budget = BACKGROUND_BUDGET) -> Engine:
     """An engine for ``sqlite:///path`` (WAL, foreign keys, busy timeout) or PostgreSQL, every
@@ -401,6 +404,32 @@ class Database:
         except SQLAlchemyError as exc:
             raise store_error(exc) from exc
 
+    # The login path's statements run on a Core connection (no ORM Session, unit of work or
+    # identity map): prepared once at import with bound parameters, so SQLAlchemy's compiled
+    # cache serves them and each call is one driver round trip.
+    def first(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> Any:
+        """The first row of a single-statement read (a Core ``Row``: columns by attribute),
+        outside any explicit transaction; None when there is none."""
+        try:
+            with self._read_engine.connect() as connection:
+                return connection.execute(stmt, params).first()
+        except SQLAlchemyError as exc:
+            raise store_error(exc) from exc
+
+    def write_one(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> Any:
+        """One statement committed on its own (SQLite: an implicit transaction, PostgreSQL:
+        autocommit), without BEGIN and COMMIT round trips: for a single-row write that needs no
+        lock (a conflict is the unique index's to decide). Returns the first row the statement
+        returns (``RETURNING``), else None."""
+        try:
+            with self._read_engine.connect() as connection:
+                result = connection.execute(stmt, params)
+                row = result.first() if result.returns_rows else None
+                connection.commit()  # nothing left to send: the statement committed itself
+                return row
+        except SQLAlchemyError as exc:
+            raise store_error(exc) from exc
+
     def upsert(self, table: type) -> Any:
         """An INSERT of ``table`` that supports ``on_conflict_do_update`` on this dialect."""
         if self.postgresql:
@@ -414,9 +443,12 @@ class Database:
         the transaction ends); SQLite's BEGIN IMMEDIATE already serialises all writers."""
         if not self.postgresql:
             return
-        for cls_id, value in ((_LOCK_USER, user_key), (_LOCK_ORCID, orcid_key)):
-            if value is not None:
-                session.execute(sa.select(sa.func.pg_advisory_xact_lock(cls_id, sa.func.hashtext(value))))
+        # One statement, one round trip. Every writer that takes both locks takes them through
+        # this same statement, so all take them in the same order (no lock cycle).
+        locks = [sa.func.pg_advisory_xact_lock(cls_id, sa.func.hashtext(value))
+                 for cls_id, value in ((_LOCK_USER, user_key), (_LOCK_ORCID, orcid_key)) if value is not None]
+        if locks:
+            session.connection().execute(sa.select(*locks))
 
     # --- audit ------------------------------------------------------------------------
     def audit(
@@ -433,17 +465,12 @@ class Database:
         JSON log line once that transaction commits. Secrets in ``detail`` are redacted."""
         clean = scrub(detail or {})  # the same redaction as the audit log line (audit_log.SECRET_KEYS)
         at, instance = self.now(), self.instance[:255]
-        session.add(
-            AuditRow(
-                at=at,
-                event=event,
-                user_key=user_key,
-                orcid=str(orcid) if orcid is not None else None,
-                instance=instance,
-                session_id=session_id,
-                detail=json.dumps(clean, default=str, sort_keys=True) if clean else None,
-            )
-        )
+        # A Core INSERT on the session's connection, now (prepared once; no ORM unit of work)
+        session.connection().execute(_AUDIT_INSERT, {
+            "at": at, "event": event, "user_key": user_key, "orcid": str(orcid) if orcid is not None else None,
+            "instance": instance, "session_id": session_id,
+            "detail": json.dumps(clean, default=str, sort_keys=True) if clean else None,
+        })
         emit_after_commit(session, event, at=at, user_key=user_key, orcid=orcid, session_id=session_id,
                           instance=instance, detail=clean)
 

@@ -16,6 +16,10 @@ def _issuer(issuer: str) -> str:
     return issuer
 
 
+_FORGET = sa.delete(DecisionRow.__table__).where(DecisionRow.__table__.c.user_key == sa.bindparam("key"),
+                                                  DecisionRow.__table__.c.issuer == sa.bindparam("issuer"))
+
+
 class Decisions:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -52,11 +56,14 @@ class Decisions:
         now = as_utc(now, "now")
         row = self.db.scalar(sa.select(DecisionRow).where(DecisionRow.user_key == self.db.stored_user_key(user_key),
                                                           DecisionRow.issuer == _issuer(issuer)))
-        if row is None:
-            return None
-        if row.decision == NEVER:
+        return self.in_force(row.decision, row.until, now) if row is not None else None
+
+    @staticmethod
+    def in_force(decision: str | None, until: datetime | None, now: datetime) -> str | None:
+        """A stored decision as it stands at ``now``: "never", "not_now" while it runs, else None."""
+        if decision == NEVER:
             return NEVER
-        return NOT_NOW if row.until is not None and row.until > now else None
+        return NOT_NOW if decision == NOT_NOW and until is not None and until > now else None
 
     def clear(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> None:
         key = self.db.stored_user_key(user_key)
@@ -73,8 +80,8 @@ class Decisions:
     def forget(session: Session, key: str, issuer: str) -> int:
         """Delete the decision of a (stored) user key of ``issuer`` in ``session``'s transaction
         (a new link answers it); the number of rows deleted."""
-        return session.execute(
-            sa.delete(DecisionRow).where(DecisionRow.user_key == key, DecisionRow.issuer == _issuer(issuer))).rowcount
+        # Core on the session's connection: no ORM bulk-delete bookkeeping on the link path
+        return session.connection().execute(_FORGET, {"key": key, "issuer": _issuer(issuer)}).rowcount
 
     def counts(self, session: Session, now: datetime) -> tuple[int, int]:
         """(``not_now`` decisions still running at ``now``, ``never`` decisions)."""

@@ -24,8 +24,8 @@ from ..tokens import TokenSet, parse_scope
 from .database import Database
 from .decisions import Decisions
 from .revocations import Revocations
-from .schema import (ACTIVE, ENVIRONMENTS, GLOBAL_ISSUER, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED, LinkRow,
-                     TokenRow, as_utc)
+from .schema import (ACTIVE, ENVIRONMENTS, GLOBAL_ISSUER, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED,
+                     DecisionRow, LinkRow, TokenRow, as_utc)
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,23 @@ def _of_user(key: str, issuer: str) -> Any:
     return sa.and_(LinkRow.user_key == key, LinkRow.issuer == issuer)
 
 
-def _active_of_user(key: str, issuer: str) -> sa.Select[tuple[LinkRow]]:
-    return sa.select(LinkRow).where(_of_user(key, issuer), IS_ACTIVE)
-
-
-def _active_of_orcid(orcid: str, env: str) -> sa.Select[tuple[LinkRow]]:
-    return sa.select(LinkRow).where(LinkRow.orcid == orcid, LinkRow.environment == env, IS_ACTIVE)
+_LINKS, _DECISIONS = LinkRow.__table__, DecisionRow.__table__
+_KEY, _ISSUER = sa.bindparam("key", type_=sa.String), sa.bindparam("issuer", type_=sa.String)
+# Every login's one query (Core, prepared once): the user's active link and their recorded
+# decision, each by its index (the partial unique index on active links, the decision's key).
+_USER = sa.select(_KEY.label("key"), _ISSUER.label("issuer")).subquery("u")
+_LOGIN_VIEW = (
+    sa.select(_LINKS, _DECISIONS.c.decision, _DECISIONS.c.until.label("decision_until"))
+    .select_from(_USER.outerjoin(_LINKS, sa.and_(_LINKS.c.user_key == _USER.c.key,
+                                                 _LINKS.c.issuer == _USER.c.issuer, IS_ACTIVE))
+                 .outerjoin(_DECISIONS, sa.and_(_DECISIONS.c.user_key == _USER.c.key,
+                                                _DECISIONS.c.issuer == _USER.c.issuer)))
+)
+# The link write's reads and insert (Core, on the transaction's connection).
+_ACTIVE_BY_USER = sa.select(_LINKS.c.id).where(_LINKS.c.user_key == _KEY, _LINKS.c.issuer == _ISSUER, IS_ACTIVE)
+_ACTIVE_BY_ORCID = sa.select(_LINKS.c.id, _LINKS.c.user_key, _LINKS.c.issuer).where(
+    _LINKS.c.orcid == sa.bindparam("orcid"), _LINKS.c.environment == sa.bindparam("env"), IS_ACTIVE)
+_INSERT_LINK = sa.insert(_LINKS).returning(*_LINKS.c)
 
 
 def _newest_of_user(key: str, issuer: str) -> sa.Select[tuple[LinkRow]]:
@@ -138,8 +149,17 @@ class Links:
     # --- reads ------------------------------------------------------------------------
     def get_active(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """The user's active link: one indexed query, no network (every login's fast path)."""
-        row = self.db.scalar(_active_of_user(self.db.stored_user_key(user_key), issuer))
-        return _to_link(row) if row is not None else None
+        return self.login_view(user_key, self.db.now(), issuer=issuer)[0]
+
+    def login_view(self, user_key: str, now: datetime, *, issuer: str = GLOBAL_ISSUER) -> tuple[Link | None, str | None]:
+        """What a login asks the store, in one indexed query: the active link of ``user_key``
+        asserted by ``issuer``, and its decision in force at ``now`` (:meth:`Decisions.in_force`)."""
+        _of_user("", issuer)  # the issuer's type
+        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key), "issuer": issuer})
+        if row is None:  # cannot happen (one row per key), but never a KeyError on the login path
+            return None, None
+        link = _to_link(row) if row.id is not None else None
+        return link, Decisions.in_force(row.decision, row.decision_until, as_utc(now, "now"))
 
     def get(self, user_key: str, *, issuer: str = GLOBAL_ISSUER) -> Link | None:
         """The user's current link, active or revoked; None when there is none or it was unlinked."""
@@ -186,12 +206,13 @@ class Links:
                    issuer: str = GLOBAL_ISSUER) -> dict[str, str]:
         """The SELECTs of the login fast path and of the link write path, with literal values,
         by the partial unique index each must use (for EXPLAIN in benchmarks)."""
-        def compile_(stmt: sa.Select[Any]) -> str:
+        def compile_(stmt: Any) -> str:
             return str(stmt.compile(dialect=self.db.engine.dialect, compile_kwargs={"literal_binds": True}))
 
         return {
-            "uq_orcid_links_active_user": compile_(_active_of_user(self.db.stored_user_key(user_key), issuer)),
-            "uq_orcid_links_active_orcid": compile_(_active_of_orcid(orcid, environment)),
+            "uq_orcid_links_active_user": compile_(
+                _LOGIN_VIEW.params(key=self.db.stored_user_key(user_key), issuer=issuer)),
+            "uq_orcid_links_active_orcid": compile_(_ACTIVE_BY_ORCID.params(orcid=orcid, env=environment)),
         }
 
     def recent(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Link]:
@@ -295,8 +316,27 @@ class Links:
         extra: LinkExtra | None = None,
     ) -> Link:
         now = self.db.now()
-        mine = session.scalar(_active_of_user(key, issuer))
-        holder = session.scalar(_active_of_orcid(orcid.value, env))
+        connection = session.connection()
+        mine_row = connection.execute(_ACTIVE_BY_USER, {"key": key, "issuer": issuer}).first()
+        holder_row = connection.execute(_ACTIVE_BY_ORCID, {"orcid": orcid.value, "env": env}).first()
+        if mine_row is None and holder_row is None:
+            # A new link, the common case (every first hop): Core statements, no unit of work.
+            row = connection.execute(_INSERT_LINK, {
+                "user_key": key, "issuer": issuer, "orcid": orcid.value, "environment": env, "status": ACTIVE,
+                "scopes": " ".join(tokens.scope) if tokens else "", "name": name, "amr": amr,
+                "created_at": now, "updated_at": now}).one()
+            if tokens is not None:
+                self.vault.put_new(connection, row.id, tokens, now)
+            self.decisions.forget(session, key, issuer)
+            self.db.audit(session, "link", user_key=key, orcid=orcid, session_id=session_id,
+                          detail={"environment": env, "issuer": issuer, "scopes": row.scopes})
+            if extra is not None:
+                extra(session, row)  # reads the row's columns only (e.g. Outbox.link_extra)
+                session.flush()
+            return _to_link(row)
+        # A relink, a switch or a move: rarer, and the ORM's bookkeeping is worth it there.
+        mine = session.get(LinkRow, mine_row.id) if mine_row is not None else None
+        holder = session.get(LinkRow, holder_row.id) if holder_row is not None else None
         keep = tokens.access_token if tokens is not None else None
         superseded: list[int] = []
         if holder is not None and (holder.user_key, holder.issuer) != (key, issuer):
@@ -334,7 +374,7 @@ class Links:
             session.add(row)
             session.flush()
         if tokens is not None:
-            self.vault.put(session, row.id, tokens, now)
+            self.vault.put(session, row.id, tokens, now, new_link=row is not mine)
         self.decisions.forget(session, key, issuer)
         detail["scopes"] = row.scopes
         self.db.audit(session, event, user_key=key, orcid=orcid, session_id=session_id, detail=detail)

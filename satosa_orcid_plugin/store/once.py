@@ -2,14 +2,19 @@
 most once across every proxy instance sharing the database."""
 from __future__ import annotations
 
+import functools
 import secrets
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from .database import Database
-from .schema import OnceRow, as_utc
+from .schema import OnceRow, UTCDateTime, as_utc
+
+
+_REAP = sa.delete(OnceRow).where(OnceRow.expires_at <= sa.bindparam("now", type_=UTCDateTime))
 
 
 class Once:
@@ -20,21 +25,27 @@ class Once:
         return f"Once({self.db!r})"
 
     def consume(self, key: str, expires_at: datetime) -> bool:
-        """True the first time ``key`` is presented (until ``expires_at``), False on every replay."""
+        """True the first time ``key`` is presented (until ``expires_at``), False on every replay.
+
+        One statement, committed on its own before the caller goes on (the callback's code
+        exchange must not start before the claim is durable): insert the marker, or take over
+        an expired one with the same key; a live one changes nothing (no row returned): a replay."""
         if not key or len(key) > 128:
             raise ValueError("key must be 1-128 characters")
         expires_at = as_utc(expires_at, "expires_at")
         now = self.db.now()
-        try:
-            with self.db.transaction(raw_integrity=True) as session:
-                session.execute(sa.delete(OnceRow).where(OnceRow.key == key, OnceRow.expires_at <= now))
-                session.add(OnceRow(key=key, expires_at=expires_at))
-        except IntegrityError:
+        if self.db.write_one(self._claim, {"key": key, "expires_at": expires_at, "now": now}) is None:
             return False
         if secrets.randbelow(100) == 0:  # keep the table small without a cron job
-            with self.db.transaction() as session:
-                session.execute(sa.delete(OnceRow).where(OnceRow.expires_at <= now))
+            self.db.write_one(_REAP, {"now": now})
         return True
+
+    @functools.cached_property
+    def _claim(self) -> Any:
+        insert = self.db.upsert(OnceRow).values(key=sa.bindparam("key"), expires_at=sa.bindparam("expires_at"))
+        return insert.on_conflict_do_update(
+            index_elements=[OnceRow.key], set_={"expires_at": insert.excluded.expires_at},
+            where=OnceRow.expires_at <= sa.bindparam("now", type_=UTCDateTime)).returning(OnceRow.key)
 
     def release(self, key: str) -> None:
         """Forget ``key`` (a code ORCID refused: its own single use guards it from here on)."""

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from ..errors import StoreError
 from ..orcid_id import OrcidId
 from .database import Database
-from .schema import RevocationRow
+from .schema import RevocationRow, UTCDateTime
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,17 @@ class Revocation:
 
     def __repr__(self) -> str:  # never the token
         return f"Revocation(id={self.id}, reason={self.reason!r}, attempts={self.attempts})"
+
+
+_TABLE = RevocationRow.__table__
+# Core statements of the login path, prepared once (no ORM bulk-DML bookkeeping per call).
+_WITHDRAW = sa.delete(_TABLE).where(
+    _TABLE.c.id == sa.bindparam("rid"),
+    sa.or_(_TABLE.c.lease_until.is_(None), _TABLE.c.lease_until <= sa.bindparam("now", type_=UTCDateTime)))
+_INTEND = sa.insert(_TABLE).returning(_TABLE.c.id)
+_NOW = sa.bindparam("now", type_=UTCDateTime)
+_ANY_DUE = sa.select(_TABLE.c.id).where(
+    _TABLE.c.next_attempt_at <= _NOW, sa.or_(_TABLE.c.lease_until.is_(None), _TABLE.c.lease_until <= _NOW)).limit(1)
 
 
 class Revocations:
@@ -75,16 +86,19 @@ class Revocations:
         unless the link write takes the row back (:meth:`withdraw_in`); so a process killed
         between ORCID's answer and the link leaves no live token behind."""
         now = self.db.now()
-        with self.db.transaction() as session:
-            return self.add_in(session, token, orcid=orcid, reason=reason, now=now,
-                               due=now + timedelta(seconds=grace_seconds))
+        # One INSERT committed on its own (Core, no session): it must be durable before the
+        # link's transaction starts, and needs no lock.
+        row = self.db.write_one(_INTEND, dict(
+            access_token_enc=self.vault.cipher.encrypt(token), orcid=str(orcid) if orcid is not None else None,
+            reason=reason[:32], attempts=0, next_attempt_at=now + timedelta(seconds=grace_seconds),
+            lease_until=None, last_error=None, created_at=now))
+        return int(row.id)
 
     def withdraw_in(self, session: Session, rid: int) -> None:
         """Take back an :meth:`intend` row in the link's transaction; StoreError when a drain
         has already leased it (its token may be revoked by now: the link must not hold it)."""
         now = self.db.now()
-        gone = session.execute(sa.delete(RevocationRow).where(
-            RevocationRow.id == rid, sa.or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until <= now)))
+        gone = session.connection().execute(_WITHDRAW, {"rid": rid, "now": now})
         if not gone.rowcount:
             raise StoreError("the grant was already given up (its revocation started); sign in again")
 
@@ -117,6 +131,8 @@ class Revocations:
         free = sa.or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until <= now)
         which = RevocationRow.id.in_(ids) if ids is not None else RevocationRow.next_attempt_at <= now
         claimed: list[Revocation] = []
+        if ids is None and self.db.first(_ANY_DUE, {"now": now}) is None:
+            return claimed  # nothing due: a read, not a write transaction (after every hop)
         with self.db.transaction() as session:
             rows = session.scalars(
                 sa.select(RevocationRow).where(which, free).order_by(RevocationRow.next_attempt_at)

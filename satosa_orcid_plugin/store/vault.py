@@ -17,6 +17,7 @@ from .database import Database
 from .schema import LinkRow, TokenRow
 
 ROTATE_BATCH = 500
+_INSERT_TOKENS = sa.insert(TokenRow.__table__)
 
 
 @dataclass(frozen=True, repr=False)
@@ -56,9 +57,10 @@ class Vault:
         )
 
     # --- a link's tokens --------------------------------------------------------------
-    def put(self, session: Session, link_id: int, tokens: TokenSet, now: datetime) -> None:
-        """Store (or replace) the tokens of a link, under the newest key."""
-        row = session.get(TokenRow, link_id)
+    def put(self, session: Session, link_id: int, tokens: TokenSet, now: datetime, *, new_link: bool = False) -> None:
+        """Store (or replace) the tokens of a link, under the newest key (``new_link``: the link
+        row was just inserted, so it has no tokens yet and none are looked up)."""
+        row = None if new_link else session.get(TokenRow, link_id)
         if row is None:
             row = TokenRow(link_id=link_id)
             session.add(row)
@@ -69,6 +71,14 @@ class Vault:
         row.scope = sealed.scope
         row.key_version = self.cipher.key_id
         row.updated_at = now
+
+    def put_new(self, connection: sa.Connection, link_id: int, tokens: TokenSet, now: datetime) -> None:
+        """Store the tokens of a link row just inserted on ``connection`` (a Core INSERT)."""
+        sealed = self.seal(tokens)
+        connection.execute(_INSERT_TOKENS, {
+            "link_id": link_id, "access_token_enc": sealed.access_token, "refresh_token_enc": sealed.refresh_token,
+            "expires_at": sealed.expires_at, "scope": sealed.scope, "key_version": self.cipher.key_id,
+            "updated_at": now})
 
     def read(self, row: TokenRow) -> TokenSet:
         return self.open(row.access_token_enc, row.refresh_token_enc, row.expires_at, row.scope)

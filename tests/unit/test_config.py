@@ -244,3 +244,26 @@ def test_oidc_claim_type_is_a_string_unless_configured_as_an_array():
     with pytest.raises(ConfigError) as e:
         parse_config(cfg(oidc_claim_type="list"))
     assert e.value.key == "oidc_claim_type"
+
+
+def test_calls_to_orcid_ignore_the_environment_and_take_a_proxy_only_from_config(monkeypatch):
+    from satosa_orcid_plugin.orcid_client import OrcidClient
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://env-proxy.invalid:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    plain = OrcidClient(parse_config(cfg()).orcid)
+    assert plain.session.trust_env is False and plain.session.proxies == {}
+    assert plain.session.merge_environment_settings("https://orcid.org/oauth/token", {}, None, None, None)["proxies"] == {}
+
+    proxied = parse_config(cfg(orcid__proxy="http://user:pw@proxy.example.org:3128", orcid__ca_bundle="/etc/ca.pem"))
+    session = OrcidClient(proxied.orcid).session
+    assert session.proxies == {"http": "http://user:pw@proxy.example.org:3128",
+                               "https": "http://user:pw@proxy.example.org:3128"}
+    assert session.verify == "/etc/ca.pem"
+    assert "pw@" not in repr(proxied) and "pw@" not in repr(proxied.orcid)
+
+
+def test_a_proxy_that_is_not_a_url_names_the_key():
+    with pytest.raises(ConfigError, match=r"orcid\.proxy") as caught:
+        parse_config(cfg(orcid__proxy="proxy.example.org:3128"))
+    assert "proxy.example.org" not in str(caught.value)
