@@ -35,6 +35,7 @@ import click
 import yaml
 
 from .cli_base import fail
+from .ops.checks import OUR_SAML_BACKEND
 
 ORCID_MODULE = "satosa_orcid_plugin.OrcidConnect"
 HINT_MODULE = "satosa_orcid_plugin.OrcidRequestHint"
@@ -364,6 +365,17 @@ def plan_init(proxy_conf: Path, *, name: str = "orcid", hint: bool = True, envir
                 raise InitError(f"{path}: exists and is not the plugin's; choose another --name")
             continue
         changes.append(Change(path, None, content))
+    # The SAML backend: the plugin's drop-in subclass of SATOSA's (same configuration), which
+    # keeps the InResponseTo check in the state cookie (any worker takes the IdP's answer) and
+    # gives the plugin the asserting IdP's shibmd:Scope for the user-key scope check.
+    ms_new = _our_saml_backend(ms_new)  # backends written inline in proxy_conf.yaml
+    for entry in doc.get("BACKEND_MODULES") or []:
+        if isinstance(entry, str):
+            path = Path(entry) if Path(entry).is_absolute() else conf_dir / entry
+            backend_old = _read(path)
+            backend_new = _our_saml_backend(backend_old)
+            if backend_new != backend_old:
+                changes.append(Change(path, backend_old, backend_new))
     if ms_new != text:
         changes.insert(0, Change(proxy_conf, text, ms_new))
 
@@ -390,6 +402,20 @@ def plan_init(proxy_conf: Path, *, name: str = "orcid", hint: bool = True, envir
         changes.append(Change(env_path, env_old, env_new, mode=0o600, masked=masked))
 
     return Plan(changes, env_path, parse_env_file(env_new), _base(doc, environ), name)
+
+
+STOCK_SAML_BACKEND = "satosa.backends.saml2.SAMLBackend"
+
+
+def _our_saml_backend(text: str) -> str:
+    r"""``text`` with SATOSA's SAML backend module replaced by the plugin's subclass.
+
+    >>> _our_saml_backend("module: satosa.backends.saml2.SAMLBackend\nname: Saml2\n").splitlines()[0]
+    'module: satosa_orcid_plugin.ops.saml2_backend.SAMLBackend  # set by satosa-orcid init (was satosa.backends.saml2.SAMLBackend)'
+    """
+    return re.sub(rf"^([ \t]*-?[ \t]*module:[ \t]*){re.escape(STOCK_SAML_BACKEND)}[ \t]*$",
+                  rf"\g<1>{OUR_SAML_BACKEND}  # set by satosa-orcid init (was {STOCK_SAML_BACKEND})", text,
+                  flags=re.MULTILINE)
 
 
 def _base(doc: dict[str, Any], environ: dict[str, str]) -> str:

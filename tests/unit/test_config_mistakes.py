@@ -179,7 +179,7 @@ def test_every_mistake_is_one_line_in_check_config_the_cli_and_at_start_up(layou
 def test_a_missing_institution_name_is_a_warning_in_check_config_and_at_start_up(layout, tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     shutil.copytree(layout.proxy_conf_dir, conf)
-    _edit(_ms(conf), "    institution: Demo University\n", "")
+    _edit(_ms(conf), "    institution: !ENV SATOSA_ORCID_INSTITUTION\n", "")
     env = {**os.environ, **layout.env()}
     check = _cli(env, "check-config", str(conf / "proxy_conf.yaml"))
     assert check.returncode == 0, check.stderr
