@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .cli_base import ISSUER_HELP, Group, fail as _fail, issuer_of as _issuer_of
+from .cli_base import ISSUER_HELP, Group, fail as _fail, issuer_of as _issuer_of, report_check
 
 ENV_DATABASE_URL = "SATOSA_ORCID_DATABASE_URL"
 ENV_TOKEN_KEYS = "SATOSA_ORCID_TOKEN_KEYS"
@@ -300,13 +300,7 @@ def check_config(path: str, cookie_sample: str | None) -> None:
     problems, warnings = check_proxy_config(Path(path), sample, notes=notes)
     for n in notes:
         click.echo(f"note: {n}")
-    for w in warnings:
-        click.echo(f"warning: {w}", err=True)
-    for p in problems:
-        click.echo(f"error: {p}", err=True)
-    if problems:
-        sys.exit(1)
-    click.echo(f"{path}: OK")
+    report_check(problems, warnings, f"{path}: OK")
 
 
 # --- devstack ------------------------------------------------------------------------

@@ -19,6 +19,18 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def report_check(problems: list[str], warnings: list[str], ok: str) -> None:
+    """check-config's answer: every warning and problem on its own line on stderr, then exit 1
+    when there is a problem, else the ``ok`` line on stdout."""
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    for p in problems:
+        click.echo(f"error: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(ok)
+
+
 class Group(click.Group):
     """Turns the plugin's own errors into one line on stderr and exit 1, never a traceback."""
 

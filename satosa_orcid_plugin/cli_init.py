@@ -24,7 +24,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Any, Iterator
 import click
 import yaml
 
-from .cli_base import fail
+from .cli_base import fail, report_check
 from .ops.checks import OUR_SAML_BACKEND
 
 ORCID_MODULE = "satosa_orcid_plugin.OrcidConnect"
@@ -505,13 +504,7 @@ def init(proxy_conf: str, dry_run: bool, name: str, no_hint: bool, environment: 
 
     with _environment(plan.env):
         problems, warnings = check_proxy_config(path)
-    for w in warnings:
-        click.echo(f"warning: {w}", err=True)
-    for p in problems:
-        click.echo(f"error: {p}", err=True)
-    if problems:
-        sys.exit(1)
-    click.echo(f"check-config {path}: OK")
+    report_check(problems, warnings, f"check-config {path}: OK")
 
 
 def register(main_group: click.Group) -> None:

@@ -286,21 +286,23 @@ class ScriptedBrowser:
 
     Redirects are followed (POST becomes GET after 301/302/303, like browsers do). With
     ``stay_within`` set to a URL prefix, a redirect that leaves it is *returned* instead of
-    followed, so a test can hand the target (e.g. a callback on an in-process app) on.
-    ``verify`` is passed to every request: e.g. the path of the proxy's self-signed TLS cert.
+    followed, so a test can hand the target (e.g. a callback on an in-process app) on; with
+    ``stop_at`` set, so is a redirect to a URL starting with it (an RP's redirect_uri where
+    nothing listens). ``verify`` is passed to every request: e.g. the path of the proxy's self-signed TLS cert.
     """
 
     max_redirects = 20
 
     def __init__(self, *, verify: bool | str = True, timeout: float = 20.0,
                  session: requests.Session | None = None, log: Callable[[str], None] | None = None,
-                 stay_within: str | None = None):
+                 stay_within: str | None = None, stop_at: str | None = None):
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "satosa-orcid-scripted-browser/1")
         self.verify = verify
         self.timeout = timeout
         self.log = log or (lambda msg: None)
         self.stay_within = stay_within
+        self.stop_at = stop_at
         self.history: list[str] = []
 
     def _note(self, response: requests.Response) -> None:
@@ -319,6 +321,8 @@ class ScriptedBrowser:
                 return response
             target = urljoin(response.url, response.headers["Location"])
             if self.stay_within is not None and not target.startswith(self.stay_within):
+                return response
+            if self.stop_at is not None and target.startswith(self.stop_at):
                 return response
             if response.status_code in (307, 308):
                 response = self.session.request(method, target, verify=self.verify, timeout=self.timeout,

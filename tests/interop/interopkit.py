@@ -25,7 +25,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import urljoin
 
 import pytest
 
@@ -73,32 +72,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-# --- a browser that stops before leaving for a given place ---------------------------------
-class StopBrowser(ScriptedBrowser):
-    """Follows redirects like :class:`ScriptedBrowser`, but not to a URL starting with
-    ``stop_at`` (an RP's redirect_uri where nothing listens): that redirect is returned."""
-
-    def __init__(self, stop_at: str, **kw):
-        super().__init__(**kw)
-        self.stop_at = stop_at
-
-    def request(self, method: str, url: str, **kw):
-        response = self.session.request(method, url, verify=self.verify, timeout=self.timeout,
-                                        allow_redirects=False, **kw)
-        self._note(response)
-        for _ in range(self.max_redirects):
-            if not response.is_redirect:
-                return response
-            target = urljoin(response.url, response.headers["Location"])
-            if target.startswith(self.stop_at):
-                return response
-            method = "GET" if response.status_code not in (307, 308) else method
-            response = self.session.request(method, target, verify=self.verify, timeout=self.timeout,
-                                            allow_redirects=False, **(kw if method != "GET" else {}))
-            self._note(response)
-        raise RuntimeError(f"more than {self.max_redirects} redirects from {url}")
 
 
 def walk(layout: DemoLayout, browser: ScriptedBrowser, response, done: Callable, client: str):
@@ -353,7 +326,7 @@ class Interop:
 
     def browser(self, stop_at: str | None = None) -> ScriptedBrowser:
         if stop_at:
-            return StopBrowser(stop_at, verify=str(self.layout.tls_cert), timeout=30)
+            return ScriptedBrowser(stop_at=stop_at, verify=str(self.layout.tls_cert), timeout=30)
         return ScriptedBrowser(verify=str(self.layout.tls_cert), timeout=30)
 
 
