@@ -133,6 +133,12 @@ def federation_idp_config(idp_config: dict[str, Any]) -> dict[str, Any]:
             del idp["error_url"]
         if isinstance(idp.get("ui_info"), dict):
             ui = _prune(idp["ui_info"])
+            # DisplayName, Description, InformationURL and PrivacyStatementURL are localized
+            # (md:localizedNameType/localizedURIType): xml:lang is required, and Shibboleth SP
+            # rejects the whole metadata without it. A plain string is taken as English.
+            for key in ("display_name", "description", "information_url", "privacy_statement_url"):
+                if isinstance(ui.get(key), str):
+                    ui[key] = [{"text": ui[key], "lang": "en"}]
             logo = ui.get("logo")
             if isinstance(logo, dict):
                 if _empty(logo.get("text")):

@@ -83,6 +83,9 @@ def assert_federation_metadata(xml: str, layout, tmp_path: Path, *, valid_hours:
     assert ui.find("mdui:DisplayName", NS).text == env["SATOSA_MDUI_DISPLAY_NAME"]
     assert ui.find("mdui:InformationURL", NS).text == env["SATOSA_MDUI_INFORMATION_URL"]
     assert ui.find("mdui:PrivacyStatementURL", NS).text == env["SATOSA_MDUI_PRIVACY_STATEMENT_URL"]
+    # localized mdui elements need xml:lang (Shibboleth SP refuses the whole metadata without it)
+    for name in ("DisplayName", "InformationURL", "PrivacyStatementURL"):
+        assert ui.find(f"mdui:{name}", NS).get("{http://www.w3.org/XML/1998/namespace}lang") == "en", name
     logo = ui.find("mdui:Logo", NS)
     assert logo.text == env["SATOSA_MDUI_LOGO_URL"]
     assert (logo.get("width"), logo.get("height")) == (env["SATOSA_MDUI_LOGO_WIDTH"], env["SATOSA_MDUI_LOGO_HEIGHT"])
