@@ -166,21 +166,6 @@ def ticket(state: Mapping[str, Any] | None, name: str, kinds: Iterable[FlowKind]
     return Ticket.from_dict(state.get(name) if state is not None else None, kinds, now=clock())
 
 
-def save(state: MutableMapping[str, Any], name: str, record: FlowRecord) -> None:
-    state[name] = record.to_dict()
-
-
-def peek(state: Mapping[str, Any] | None, name: str, kinds: Iterable[FlowKind], *,
-         clock: Clock = time.time) -> FlowRecord | None:
-    return FlowRecord.from_dict(state.get(name) if state is not None else None, kinds, now=clock())
-
-
-def take(state: MutableMapping[str, Any] | None, name: str, kinds: Iterable[FlowKind], *,
-         clock: Clock = time.time) -> FlowRecord | None:
-    """Remove the record, valid or not (one shot: a second callback with this cookie finds nothing)."""
-    return FlowRecord.from_dict(state.pop(name, None) if state is not None else None, kinds, now=clock())
-
-
 def forget(state: MutableMapping[str, Any] | None, name: str) -> None:
     if state is not None:
         state.pop(name, None)
