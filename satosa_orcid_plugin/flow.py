@@ -68,15 +68,6 @@ class FlowRecord:
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.exp, timezone.utc)
 
-    def form_matches(self, got: str | None) -> bool:
-        """Whether a form's token is this record's (constant time); no token, no match."""
-        return bool(got) and self.form is not None and hmac.compare_digest(got.encode(), self.form.encode())
-
-    def state_matches(self, params: Mapping[str, Any]) -> bool:
-        """Whether a callback carries this record's OAuth state (constant time)."""
-        got = param(params, "state")
-        return bool(got) and hmac.compare_digest(got.encode(), self.state.encode())
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"v": self.version, "kind": self.kind.value, "state": self.state, "exp": self.exp}
         if self.login is not None:
@@ -125,10 +116,12 @@ class Ticket:
         return datetime.fromtimestamp(self.exp, timezone.utc)
 
     def state_matches(self, params: Mapping[str, Any]) -> bool:
+        """Whether a callback carries this flow's OAuth state (constant time)."""
         got = param(params, "state")
         return bool(got) and hmac.compare_digest(got.encode(), self.state.encode())
 
     def form_matches(self, got: str | None) -> bool:
+        """Whether a form's token is this flow's (constant time); no token, no match."""
         return bool(got) and self.form is not None and hmac.compare_digest(got.encode(), self.form.encode())
 
     def matches(self, record: FlowRecord | None) -> bool:

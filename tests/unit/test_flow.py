@@ -136,13 +136,13 @@ def test_states_are_compared_in_constant_time(monkeypatch):
     monkeypatch.setattr(flow.hmac, "compare_digest", spy)
     assert parse_callback({"state": "s1", "code": "c"}, "s1") == "c"
     assert calls == [(b"s1", b"s1")]
-    record = hop_record()
-    assert record.state_matches({"state": "s" * 32}) and not record.state_matches({"state": "t" * 32})
-    assert not record.state_matches({})
+    ticket = flow.Ticket.of(hop_record(), "h" * 32)  # what a callback or a form is checked against
+    assert ticket.state_matches({"state": "s" * 32}) and not ticket.state_matches({"state": "t" * 32})
+    assert not ticket.state_matches({})
     assert calls[1:] == [(b"s" * 32, b"s" * 32), (b"t" * 32, b"s" * 32)]
-    form = replace(record, form="f" * 32)
+    form = flow.Ticket.of(replace(hop_record(), form="f" * 32), "h" * 32)
     assert form.form_matches("f" * 32) and not form.form_matches("s" * 32) and not form.form_matches(None)
-    assert not record.form_matches("s" * 32)  # no form token: the OAuth state never stands in for one
+    assert not ticket.form_matches("s" * 32)  # no form token: the OAuth state never stands in for one
     assert calls[3:] == [(b"f" * 32, b"f" * 32), (b"s" * 32, b"f" * 32)]
 
 
