@@ -730,6 +730,18 @@ def _wait_for_posts(env: Env, worker: subprocess.Popen, n: int) -> None:
         time.sleep(0.05)
 
 
+def _wait_for_posting(env: Env, worker: subprocess.Popen) -> None:
+    """Until the worker has committed that it is about to POST an item (and is waiting for ORCID)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with env.store.db.read_transaction() as session:
+            if session.scalar(sa.select(sa.func.count()).where(AffiliationRow.posted_at.is_not(None))):
+                return
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline, "the worker never started a POST"
+        time.sleep(0.02)
+
+
 @pytest.mark.postgres
 def test_a_worker_stopped_with_sigterm_gives_its_leases_back_at_once(emulator, postgres_url, tmp_path):
     env = _pg_env(emulator, postgres_url, 30)
@@ -763,10 +775,12 @@ def test_a_worker_stopped_with_sigterm_gives_its_leases_back_at_once(emulator, p
 def test_a_killed_workers_leases_expire_within_the_default_half_minute(emulator, postgres_url, tmp_path):
     env = _pg_env(emulator, postgres_url, 10)
     config = _write_config(tmp_path, env)
-    emulator.member_api.add_fault("delay", method="POST", seconds=30, times=1)  # held: the worker is mid-item
+    # ORCID commits the first POST and holds its answer; the worker is killed while it waits for it,
+    # well inside its 5 s read timeout (after which it would give the item up for a retry and go on)
+    emulator.member_api.add_fault("delay", method="POST", seconds=30, times=1)
     worker = _worker(config, "--batch-size", "10")
     try:
-        _wait_for_posts(env, worker, 1)
+        _wait_for_posting(env, worker)
         killed_at = datetime.now(timezone.utc)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
@@ -774,10 +788,9 @@ def test_a_killed_workers_leases_expire_within_the_default_half_minute(emulator,
         emulator.member_api.release()
     leased = [r for r in _leases(env) if r.lease_until is not None]
     assert leased  # the batch the dead worker held
-    # what the dead worker left unfinished: it may have finished items before the one it died in,
-    # and not claimed every item yet (the shared rate limit hands out a few at a time)
+    # it died in its first item: the whole batch is unfinished and still leased to it
     unfinished = [r for r in _leases(env) if r.status != DONE]
-    assert unfinished
+    assert len(unfinished) == len(leased) == 10, _leases(env)
     latest = max(r.lease_until for r in leased)
     assert latest <= killed_at + timedelta(seconds=30), latest - killed_at  # SyncSettings' default lease
     time.sleep(max(0.0, (latest - datetime.now(timezone.utc)).total_seconds()) + 0.5)  # until they expire
