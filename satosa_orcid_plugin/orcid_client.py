@@ -22,6 +22,8 @@ set is used while a refresh is in flight, and a failed fetch is remembered for
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 import logging
@@ -525,10 +527,7 @@ class OrcidClient:
         """RS256 against the JWKS; iss, aud, exp, nonce, and sub == the token response's orcid."""
         import jwt
 
-        try:
-            header = jwt.get_unverified_header(id_token)
-        except jwt.PyJWTError:
-            raise InvalidIdToken("not a JWT") from None
+        header = _jose_header(id_token)  # jwt.decode below checks the whole token again
         if header.get("alg") != "RS256":
             raise InvalidIdToken(f"unexpected alg {str(header.get('alg'))[:16]!r}")
         kid = header.get("kid")
@@ -564,6 +563,22 @@ class OrcidClient:
         if sub != orcid:
             raise InvalidIdToken("sub does not match the token response's orcid")
         return claims
+
+
+def _jose_header(token: Any) -> dict[str, Any]:
+    """The JOSE header of a compact JWS (RFC 7515 section 7.1), to pick the key: decoded
+    here, because ``jwt.get_unverified_header`` would parse and scan the whole token once more
+    before ``jwt.decode`` does."""
+    parts = token.split(".") if isinstance(token, str) else ()
+    if len(parts) != 3:
+        raise InvalidIdToken("not a JWT")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error):
+        raise InvalidIdToken("not a JWT") from None
+    if not isinstance(header, dict):
+        raise InvalidIdToken("not a JWT")
+    return header
 
 
 def _key_set_error(error: OrcidError | None, note: str = "") -> OrcidError:

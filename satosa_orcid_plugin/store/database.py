@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -55,6 +56,9 @@ MIGRATION_BUSY_TIMEOUT_S = 300
 # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS): a pooled
 # connection to a host that vanished is noticed after about 10 + 3 * 5 s idle, or 10 s of
 # unacknowledged data, instead of the kernel's default of hours.
+# A pooled PostgreSQL connection idle longer than this is pinged before use; a fresher one
+# only when its socket has something to read (see _needs_ping).
+PING_AFTER_IDLE_S = 30.0
 PG_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3",
                  "tcp_user_timeout": "10000"}
 
@@ -118,7 +122,8 @@ def _postgresql_engine(url: sa.URL, budget: Budget) -> Engine:
     own_options = " ".join(f"-c {name}={ms}" for name in ("statement_timeout", "lock_timeout"))
     url_options = url.query.get("options")
     connect_args["options"] = own_options + (f" {url_options}" if isinstance(url_options, str) else "")
-    # No pool_pre_ping: _bound_checkouts pings under the deadline instead.
+    # No pool_pre_ping: _bound_checkouts pings under the deadline instead, and only a connection
+    # that may be dead (see _needs_ping).
     engine = sa.create_engine(url, hide_parameters=True, pool_timeout=budget.call, connect_args=connect_args)
     _DEADLINES[engine] = _Deadlines(budget.call)
     _bound_checkouts(engine, _DEADLINES[engine])
@@ -194,8 +199,9 @@ _DEADLINES: "weakref.WeakKeyDictionary[Engine, _Deadlines]" = weakref.WeakKeyDic
 
 
 def _bound_checkouts(engine: Engine, deadlines: _Deadlines) -> None:
-    """Arm a deadline at checkout and stop it at checkin; ping a reused connection under it
-    (what ``pool_pre_ping`` does, but bounded: a ping to a frozen server never returns)."""
+    """Arm a deadline at checkout and stop it at checkin; ping a reused connection that may be
+    dead under it (what ``pool_pre_ping`` does, but bounded, since a ping to a frozen server
+    never returns, and only when :func:`_needs_ping`)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(_dbapi_connection: Any, record: Any) -> None:
@@ -206,6 +212,8 @@ def _bound_checkouts(engine: Engine, deadlines: _Deadlines) -> None:
         deadlines.arm(dbapi_connection)
         if record.info.pop("satosa_orcid_fresh", False):
             return  # just connected (within connect_timeout): no ping needed
+        if not _needs_ping(dbapi_connection, record.info.get("satosa_orcid_idle_since")):
+            return
         try:
             engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping sends
             dbapi_connection.rollback()  # no-op unless the driver opened a transaction for it
@@ -217,9 +225,35 @@ def _bound_checkouts(engine: Engine, deadlines: _Deadlines) -> None:
             # replaces it with a fresh one and checks out again.
             raise sa.exc.DisconnectionError(str(exc)) from exc
 
-    for name in ("checkin", "invalidate", "soft_invalidate", "close", "close_detached", "detach"):
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None:
+            deadlines.disarm(dbapi_connection)
+            record.info["satosa_orcid_idle_since"] = time.monotonic()
+
+    for name in ("invalidate", "soft_invalidate", "close", "close_detached", "detach"):
         event.listen(engine, name, lambda dbapi_connection, *_rest: dbapi_connection is not None
                      and deadlines.disarm(dbapi_connection))
+
+
+def _needs_ping(dbapi_connection: Any, idle_since: float | None) -> bool:
+    """Whether a pooled connection must be pinged (a round trip) before it is used.
+
+    A server that ends a connection (restart, failover, ``pg_terminate_backend``, an idle
+    timeout) sends its FATAL error and closes the socket: an idle connection whose socket has
+    anything to read is pinged (and replaced when the ping fails). One with nothing to read is
+    used as it is, unless it sat in the pool longer than ``PING_AFTER_IDLE_S`` (a peer that
+    vanished without a word, before the keepalives notice). The readability check is a
+    ``poll()`` of the socket, no round trip: the login's lookup stays one."""
+    if idle_since is None or time.monotonic() - idle_since > PING_AFTER_IDLE_S:
+        return True
+    try:
+        fd = dbapi_connection.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except Exception:  # noqa: BLE001 - closed, or no socket to ask: let the ping decide
+        return True
 
 
 def sqlite_directory(database: str, *, create: bool) -> Path:

@@ -91,11 +91,15 @@ class _Conflict(Exception):
         self.holder = holder
 
 
-def _of_user(key: str, issuer: str) -> Any:
-    """The WHERE of one user: (stored user key, issuer), in the order of the indexes."""
+def _check_issuer(issuer: Any) -> str:
     if not isinstance(issuer, str):
         raise ValueError("issuer must be a string (\"\" for an issuer-free user key)")
-    return sa.and_(LinkRow.user_key == key, LinkRow.issuer == issuer)
+    return issuer
+
+
+def _of_user(key: str, issuer: str) -> Any:
+    """The WHERE of one user: (stored user key, issuer), in the order of the indexes."""
+    return sa.and_(LinkRow.user_key == key, LinkRow.issuer == _check_issuer(issuer))
 
 
 _LINKS, _DECISIONS = LinkRow.__table__, DecisionRow.__table__
@@ -111,9 +115,13 @@ _LOGIN_VIEW = (
                                                 _DECISIONS.c.issuer == _USER.c.issuer)))
 )
 # The link write's reads and insert (Core, on the transaction's connection).
-_ACTIVE_BY_USER = sa.select(_LINKS.c.id).where(_LINKS.c.user_key == _KEY, _LINKS.c.issuer == _ISSUER, IS_ACTIVE)
-_ACTIVE_BY_ORCID = sa.select(_LINKS.c.id, _LINKS.c.user_key, _LINKS.c.issuer).where(
+_ACTIVE_BY_USER = sa.select(_LINKS.c.id, _LINKS.c.user_key, _LINKS.c.issuer, sa.literal("mine").label("role")).where(
+    _LINKS.c.user_key == _KEY, _LINKS.c.issuer == _ISSUER, IS_ACTIVE)
+_ACTIVE_BY_ORCID = sa.select(_LINKS.c.id, _LINKS.c.user_key, _LINKS.c.issuer, sa.literal("holder").label("role")).where(
     _LINKS.c.orcid == sa.bindparam("orcid"), _LINKS.c.environment == sa.bindparam("env"), IS_ACTIVE)
+# Both in one round trip, each branch by its own partial unique index: the user's active link
+# ("mine") and the iD's ("holder"); the same row twice when they are one.
+_ACTIVE_BY_USER_OR_ORCID = sa.union_all(_ACTIVE_BY_USER, _ACTIVE_BY_ORCID)
 _INSERT_LINK = sa.insert(_LINKS).returning(*_LINKS.c)
 
 
@@ -154,8 +162,7 @@ class Links:
     def login_view(self, user_key: str, now: datetime, *, issuer: str = GLOBAL_ISSUER) -> tuple[Link | None, str | None]:
         """What a login asks the store, in one indexed query: the active link of ``user_key``
         asserted by ``issuer``, and its decision in force at ``now`` (:meth:`Decisions.in_force`)."""
-        _of_user("", issuer)  # the issuer's type
-        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key), "issuer": issuer})
+        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key), "issuer": _check_issuer(issuer)})
         if row is None:  # cannot happen (one row per key), but never a KeyError on the login path
             return None, None
         link = _to_link(row) if row.id is not None else None
@@ -212,7 +219,8 @@ class Links:
         return {
             "uq_orcid_links_active_user": compile_(
                 _LOGIN_VIEW.params(key=self.db.stored_user_key(user_key), issuer=issuer)),
-            "uq_orcid_links_active_orcid": compile_(_ACTIVE_BY_ORCID.params(orcid=orcid, env=environment)),
+            "uq_orcid_links_active_orcid": compile_(_ACTIVE_BY_USER_OR_ORCID.params(
+                key=self.db.stored_user_key(user_key), issuer=issuer, orcid=orcid, env=environment)),
         }
 
     def recent(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Link]:
@@ -278,7 +286,7 @@ class Links:
             orcid = OrcidId.parse(orcid)
         env = _environment(orcid, environment)
         key = self.db.stored_user_key(user_key)
-        _of_user(key, issuer)  # the issuer's type, before any transaction
+        _check_issuer(issuer)  # before any transaction
         for attempt in (1, 2):
             try:
                 with self.db.transaction(raw_integrity=True) as session:
@@ -317,8 +325,9 @@ class Links:
     ) -> Link:
         now = self.db.now()
         connection = session.connection()
-        mine_row = connection.execute(_ACTIVE_BY_USER, {"key": key, "issuer": issuer}).first()
-        holder_row = connection.execute(_ACTIVE_BY_ORCID, {"orcid": orcid.value, "env": env}).first()
+        found = {row.role: row for row in connection.execute(
+            _ACTIVE_BY_USER_OR_ORCID, {"key": key, "issuer": issuer, "orcid": orcid.value, "env": env})}
+        mine_row, holder_row = found.get("mine"), found.get("holder")
         if mine_row is None and holder_row is None:
             # A new link, the common case (every first hop): Core statements, no unit of work.
             row = connection.execute(_INSERT_LINK, {

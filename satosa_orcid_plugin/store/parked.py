@@ -22,10 +22,18 @@ import sqlalchemy as sa
 from ..errors import StoreError
 from ..tokens import TokenCipher
 from .database import Database
-from .schema import ParkedRow
+from .schema import ParkedRow, UTCDateTime
 
 HANDLE_BYTES = 24  # 32 URL-safe characters in the cookie
 MAX_HANDLE = 64
+
+
+# The hop's two statements, prepared once (Core, no ORM unit of work).
+_PARKED = ParkedRow.__table__
+_PARK = sa.insert(_PARKED)
+_TAKE = (sa.delete(_PARKED).where(_PARKED.c.handle_hash == sa.bindparam("handle_hash"))
+         .returning(_PARKED.c.data_enc, _PARKED.c.expires_at))
+_PURGE = sa.delete(_PARKED).where(_PARKED.c.expires_at <= sa.bindparam("now", type_=UTCDateTime))
 
 
 def _hash(handle: str) -> str:
@@ -45,11 +53,11 @@ class ParkedLogins:
         handle = secrets.token_urlsafe(HANDLE_BYTES)
         sealed = self.cipher.encrypt(json.dumps(payload, separators=(",", ":")))
         now = self.db.now()
-        with self.db.transaction() as session:
-            if secrets.randbelow(50) == 0:  # keep the table small without a cron job
-                session.execute(sa.delete(ParkedRow).where(ParkedRow.expires_at <= now))
-            session.add(ParkedRow(handle_hash=_hash(handle), data_enc=sealed, created_at=now,
-                                  expires_at=now + timedelta(seconds=ttl)))
+        # One statement committed on its own (no lock: the handle is new), like the take.
+        self.db.write_one(_PARK, {"handle_hash": _hash(handle), "data_enc": sealed, "created_at": now,
+                                  "expires_at": now + timedelta(seconds=ttl)})
+        if secrets.randbelow(50) == 0:  # keep the table small without a cron job
+            self.db.write_one(_PURGE, {"now": now})
         return handle
 
     def get(self, handle: str | None) -> dict[str, Any] | None:
@@ -67,9 +75,7 @@ class ParkedLogins:
         statement: DELETE ... RETURNING, PostgreSQL and SQLite 3.35+)."""
         if not handle or len(handle) > MAX_HANDLE:
             return None
-        with self.db.transaction() as session:
-            row = session.execute(sa.delete(ParkedRow).where(ParkedRow.handle_hash == _hash(handle))
-                                  .returning(ParkedRow.data_enc, ParkedRow.expires_at)).first()
+        row = self.db.write_one(_TAKE, {"handle_hash": _hash(handle)})
         if row is None or row.expires_at <= self.db.now():
             return None  # never parked, taken already (a double-submitted callback), or expired
         return self._open(row.data_enc)
@@ -81,7 +87,7 @@ class ParkedLogins:
 
     def purge_expired(self) -> int:
         with self.db.transaction() as session:
-            return session.execute(sa.delete(ParkedRow).where(ParkedRow.expires_at <= self.db.now())).rowcount or 0
+            return session.execute(_PURGE, {"now": self.db.now()}).rowcount or 0
 
     def _open(self, sealed: str) -> dict[str, Any] | None:
         try:
