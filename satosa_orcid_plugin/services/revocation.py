@@ -6,8 +6,9 @@ grant replaces it, the token would otherwise stay valid at ORCID with nobody abl
 revoke it. :meth:`TokenRevoker.give_up` posts it to ``/oauth/revoke`` (RFC 7009; ORCID answers
 200 for a token it no longer knows, so a repeat is harmless) and, when that fails, stores it
 encrypted in the ``orcid_revocations`` table; :meth:`TokenRevoker.drain` retries those with
-exponential backoff. It runs after every completed hop (a few rows, on the proxy) and in every
-round of the affiliation worker (``satosa-orcid sync run``).
+exponential backoff. It runs after completed hops (a few rows, on the proxy; when it found
+nothing due, a process looks again after ``HOUSEKEEPING_QUIET_SECONDS``) and in every round
+of the affiliation worker (``satosa-orcid sync run``).
 
 Every outcome is counted in ``satosa_orcid_tokens_revoked_total{reason,result}`` and audited
 (``token_revoked``, ``revocation_queued``, ``revocation_abandoned``) when the database answers.
@@ -15,6 +16,7 @@ Every outcome is counted in ``satosa_orcid_tokens_revoked_total{reason,result}``
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Callable
 
@@ -30,6 +32,11 @@ BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_MAX_SECONDS = 6 * 3600.0
 MAX_ATTEMPTS = 20  # about four days of retries at the capped backoff
 HOUSEKEEPING_LIMIT = 3  # rows a login drains besides its own
+# After a look that found nothing due, a process's next hops do not look again for this long:
+# on a busy proxy, one read per quiet period instead of one per hop. A row that becomes due
+# meanwhile waits at most this much longer (its backoff is BACKOFF_BASE_SECONDS or more, and
+# the affiliation worker drains without waiting).
+HOUSEKEEPING_QUIET_SECONDS = 10.0
 # A link write is bounded by the store's time budget (seconds); a write-ahead row becomes due
 # only well after that, so a drain never races a link write that is still running.
 INTENT_GRACE_SECONDS = 300.0
@@ -39,6 +46,7 @@ class TokenRevoker:
     def __init__(self, client: OrcidClient, store: Store) -> None:
         self.client = client
         self.store = store
+        self._quiet_until = 0.0  # time.monotonic(): nothing was due at the last look
 
     def __repr__(self) -> str:
         return f"TokenRevoker({self.store!r})"
@@ -91,8 +99,10 @@ class TokenRevoker:
         """Revoke due queued tokens (or the rows ``ids``); returns how many ORCID confirmed.
         When ``stopping()`` turns true, the rows not tried yet are given back at once.
         Raises StoreError when the database is away (the callers decide whether that matters)."""
+        return self._attempt_all(self.store.revocations.claim(limit, ids=ids), stopping)
+
+    def _attempt_all(self, claimed: list[Revocation], stopping: Callable[[], bool] | None = None) -> int:
         done = 0
-        claimed = self.store.revocations.claim(limit, ids=ids)
         for index, item in enumerate(claimed):
             if stopping is not None and stopping():
                 self.store.revocations.release(claimed[index:])
@@ -101,9 +111,16 @@ class TokenRevoker:
         return done
 
     def housekeeping(self, ids: tuple[int, ...] = ()) -> int:
-        """After a link write: its own superseded tokens, then a few due ones. Never raises."""
+        """After a link write: its own superseded tokens, then a few due ones (unless the last
+        look, less than ``HOUSEKEEPING_QUIET_SECONDS`` ago, found none). Never raises."""
         try:
-            return (self.drain(len(ids), ids=ids) if ids else 0) + self.drain(HOUSEKEEPING_LIMIT)
+            done = self.drain(len(ids), ids=ids) if ids else 0
+            if time.monotonic() < self._quiet_until:
+                return done
+            claimed = self.store.revocations.claim(HOUSEKEEPING_LIMIT)
+            if not claimed:
+                self._quiet_until = time.monotonic() + HOUSEKEEPING_QUIET_SECONDS
+            return done + self._attempt_all(claimed)
         except StoreError as exc:
             log.warning("token revocation housekeeping skipped: %s", exc.code)
             return 0

@@ -153,6 +153,38 @@ class Killed(BaseException):
     """The worker dies (SIGKILL, OOM) between ORCID's answer and the link write: no except runs."""
 
 
+def test_the_housekeeping_after_a_hop_looks_for_due_revocations_once_per_quiet_period(
+    satosa_config, orcid_emulator, store, monkeypatch,
+):
+    """After every link write the proxy revokes a few due tokens; when it found none, the next
+    hops of that process skip the look (one read per quiet period, not per hop) until the
+    period ends, and then drain what became due."""
+    import sqlalchemy as sa
+
+    from satosa_orcid_plugin.config import parse_config
+    from satosa_orcid_plugin.services import TokenRevoker
+    from satosa_orcid_plugin.services import revocation
+    from satosa_orcid_plugin.wiring import build_client
+
+    later = store(later=timedelta(minutes=5))  # a clock for which a stored retry is due
+    later.db.upgrade()  # (no proxy started here to migrate it)
+    revoker = TokenRevoker(build_client(parse_config(plugin_config(satosa_config))), later)
+    statements = []
+    sa.event.listen(later.db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    clock = [1000.0]
+    monkeypatch.setattr(revocation.time, "monotonic", lambda: clock[0])
+
+    assert revoker.housekeeping() == 0 and len(statements) == 1  # looked: nothing due
+    with orcid_emulator._lock:  # a token as ORCID issued it to this client (an emulator helper)
+        grant = orcid_emulator._mint(revoker.client.settings.client_id, JOSIAH, ("/authenticate",))
+    later.revocations.add(grant.access_token, orcid=JOSIAH, reason="link_failed", error="503")  # due (at once)
+    before = len(statements)
+    assert revoker.housekeeping() == 0 and len(statements) == before  # quiet: not even a read
+    clock[0] += revocation.HOUSEKEEPING_QUIET_SECONDS + 1
+    assert revoker.housekeeping() == 1  # the period ended: looked, found it, ORCID revoked it
+    assert grant.access_token not in live_tokens(orcid_emulator) and later.revocations.waiting() == 0
+
+
 def test_a_worker_killed_at_the_link_write_leaves_a_stored_revocation_that_a_later_drain_completes(
     satosa_config, satosa_app, demo_sp, start_login, idp_respond, orcid_consent, orcid_emulator, store, monkeypatch,
 ):
