@@ -7,13 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .database import Database
-from .schema import DECISIONS, GLOBAL_ISSUER, NEVER, NOT_NOW, DecisionRow, as_utc
-
-
-def _issuer(issuer: str) -> str:
-    if not isinstance(issuer, str):
-        raise ValueError("issuer must be a string (\"\" for an issuer-free user key)")
-    return issuer
+from .schema import DECISIONS, GLOBAL_ISSUER, NEVER, NOT_NOW, DecisionRow, as_utc, check_issuer
 
 
 _FORGET = sa.delete(DecisionRow.__table__).where(DecisionRow.__table__.c.user_key == sa.bindparam("key"),
@@ -38,7 +32,7 @@ class Decisions:
         until = as_utc(until, "until") if until is not None else None
         key = self.db.stored_user_key(user_key)
         now = self.db.now()
-        stmt = self.db.upsert(DecisionRow).values(user_key=key, issuer=_issuer(issuer), decision=decision, until=until,
+        stmt = self.db.upsert(DecisionRow).values(user_key=key, issuer=check_issuer(issuer), decision=decision, until=until,
                                                   created_at=now)
         stmt = stmt.on_conflict_do_update(
             index_elements=[DecisionRow.user_key, DecisionRow.issuer],
@@ -55,7 +49,7 @@ class Decisions:
         """``"never"``, ``"not_now"`` while its period lasts, else None."""
         now = as_utc(now, "now")
         row = self.db.scalar(sa.select(DecisionRow).where(DecisionRow.user_key == self.db.stored_user_key(user_key),
-                                                          DecisionRow.issuer == _issuer(issuer)))
+                                                          DecisionRow.issuer == check_issuer(issuer)))
         return self.in_force(row.decision, row.until, now) if row is not None else None
 
     @staticmethod
@@ -81,7 +75,7 @@ class Decisions:
         """Delete the decision of a (stored) user key of ``issuer`` in ``session``'s transaction
         (a new link answers it); the number of rows deleted."""
         # Core on the session's connection: no ORM bulk-delete bookkeeping on the link path
-        return session.connection().execute(_FORGET, {"key": key, "issuer": _issuer(issuer)}).rowcount
+        return session.connection().execute(_FORGET, {"key": key, "issuer": check_issuer(issuer)}).rowcount
 
     def counts(self, session: Session, now: datetime) -> tuple[int, int]:
         """(``not_now`` decisions still running at ``now``, ``never`` decisions)."""

@@ -25,7 +25,7 @@ from .database import Database
 from .decisions import Decisions
 from .revocations import Revocations
 from .schema import (ACTIVE, ENVIRONMENTS, GLOBAL_ISSUER, IS_ACTIVE, PRODUCTION, REVOKED, SANDBOX, STATUSES, UNLINKED,
-                     DecisionRow, LinkRow, TokenRow, as_utc)
+                     DecisionRow, LinkRow, TokenRow, as_utc, check_issuer)
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -91,15 +91,9 @@ class _Conflict(Exception):
         self.holder = holder
 
 
-def _check_issuer(issuer: Any) -> str:
-    if not isinstance(issuer, str):
-        raise ValueError("issuer must be a string (\"\" for an issuer-free user key)")
-    return issuer
-
-
 def _of_user(key: str, issuer: str) -> Any:
     """The WHERE of one user: (stored user key, issuer), in the order of the indexes."""
-    return sa.and_(LinkRow.user_key == key, LinkRow.issuer == _check_issuer(issuer))
+    return sa.and_(LinkRow.user_key == key, LinkRow.issuer == check_issuer(issuer))
 
 
 _LINKS, _DECISIONS = LinkRow.__table__, DecisionRow.__table__
@@ -162,7 +156,7 @@ class Links:
     def login_view(self, user_key: str, now: datetime, *, issuer: str = GLOBAL_ISSUER) -> tuple[Link | None, str | None]:
         """What a login asks the store, in one indexed query: the active link of ``user_key``
         asserted by ``issuer``, and its decision in force at ``now`` (:meth:`Decisions.in_force`)."""
-        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key), "issuer": _check_issuer(issuer)})
+        row = self.db.first(_LOGIN_VIEW, {"key": self.db.stored_user_key(user_key), "issuer": check_issuer(issuer)})
         if row is None:  # cannot happen (one row per key), but never a KeyError on the login path
             return None, None
         link = _to_link(row) if row.id is not None else None
@@ -286,7 +280,7 @@ class Links:
             orcid = OrcidId.parse(orcid)
         env = _environment(orcid, environment)
         key = self.db.stored_user_key(user_key)
-        _check_issuer(issuer)  # before any transaction
+        check_issuer(issuer)  # before any transaction
         for attempt in (1, 2):
             try:
                 with self.db.transaction(raw_integrity=True) as session:

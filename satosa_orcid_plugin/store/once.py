@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from .database import Database
-from .schema import OnceRow, UTCDateTime, as_utc
+from .schema import NOW, OnceRow, as_utc
 
 
-_REAP = sa.delete(OnceRow).where(OnceRow.expires_at <= sa.bindparam("now", type_=UTCDateTime))
+_REAP = sa.delete(OnceRow).where(OnceRow.expires_at <= NOW)
 
 
 class Once:
@@ -44,7 +44,7 @@ class Once:
         insert = self.db.upsert(OnceRow).values(key=sa.bindparam("key"), expires_at=sa.bindparam("expires_at"))
         return insert.on_conflict_do_update(
             index_elements=[OnceRow.key], set_={"expires_at": insert.excluded.expires_at},
-            where=OnceRow.expires_at <= sa.bindparam("now", type_=UTCDateTime)).returning(OnceRow.key)
+            where=OnceRow.expires_at <= NOW).returning(OnceRow.key)
 
     def release(self, key: str) -> None:
         """Forget ``key`` (a code ORCID refused: its own single use guards it from here on)."""

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from ..errors import StoreError
 from ..tokens import TokenCipher
 from .database import Database
-from .schema import ParkedRow, UTCDateTime
+from .schema import NOW, ParkedRow
 
 HANDLE_BYTES = 24  # 32 URL-safe characters in the cookie
 MAX_HANDLE = 64
@@ -33,7 +33,7 @@ _PARKED = ParkedRow.__table__
 _PARK = sa.insert(_PARKED)
 _TAKE = (sa.delete(_PARKED).where(_PARKED.c.handle_hash == sa.bindparam("handle_hash"))
          .returning(_PARKED.c.data_enc, _PARKED.c.expires_at))
-_PURGE = sa.delete(_PARKED).where(_PARKED.c.expires_at <= sa.bindparam("now", type_=UTCDateTime))
+_PURGE = sa.delete(_PARKED).where(_PARKED.c.expires_at <= NOW)
 
 
 def _hash(handle: str) -> str:

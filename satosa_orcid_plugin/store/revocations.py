@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from ..errors import StoreError
 from ..orcid_id import OrcidId
 from .database import Database
-from .schema import RevocationRow, UTCDateTime
+from .schema import NOW, RevocationRow
 from .vault import Vault
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,10 @@ _TABLE = RevocationRow.__table__
 # Core statements of the login path, prepared once (no ORM bulk-DML bookkeeping per call).
 _WITHDRAW = sa.delete(_TABLE).where(
     _TABLE.c.id == sa.bindparam("rid"),
-    sa.or_(_TABLE.c.lease_until.is_(None), _TABLE.c.lease_until <= sa.bindparam("now", type_=UTCDateTime)))
+    sa.or_(_TABLE.c.lease_until.is_(None), _TABLE.c.lease_until <= NOW))
 _INTEND = sa.insert(_TABLE).returning(_TABLE.c.id)
-_NOW = sa.bindparam("now", type_=UTCDateTime)
 _ANY_DUE = sa.select(_TABLE.c.id).where(
-    _TABLE.c.next_attempt_at <= _NOW, sa.or_(_TABLE.c.lease_until.is_(None), _TABLE.c.lease_until <= _NOW)).limit(1)
+    _TABLE.c.next_attempt_at <= NOW, sa.or_(_TABLE.c.lease_until.is_(None), _TABLE.c.lease_until <= NOW)).limit(1)
 
 
 class Revocations:

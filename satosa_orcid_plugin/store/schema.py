@@ -18,6 +18,15 @@ NOT_NOW, NEVER = "not_now", "never"
 # The issuer of an issuer-free user key (user_key_scope: global): links and decisions keyed
 # by the user key alone, whichever IdP asserted it.
 GLOBAL_ISSUER = ""
+
+
+def check_issuer(issuer: object) -> str:
+    """``issuer`` as a key part (a string; ``GLOBAL_ISSUER`` for issuer-free keys), else ValueError."""
+    if not isinstance(issuer, str):
+        raise ValueError("issuer must be a string (\"\" for an issuer-free user key)")
+    return issuer
+
+
 DECISIONS = (NOT_NOW, NEVER)
 QUEUED, RETRY, DONE, PARKED = "queued", "retry", "done", "parked"
 ITEM_STATUSES = (QUEUED, RETRY, DONE, PARKED)
@@ -57,6 +66,10 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+
+# The bound "now" of the store's prepared statements (reaps, leases), typed for both databases.
+NOW = sa.bindparam("now", type_=UTCDateTime)
 
 
 class Base(DeclarativeBase):
