@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
-import psycopg
 import pytest
 import sqlalchemy as sa
+from pgschema import postgres_base_url
 
 from satosa_orcid_plugin.orcid_id import OrcidId
 from satosa_orcid_plugin.store import Budget, Store
@@ -45,8 +45,14 @@ def _backend_pid(store: Store) -> int:
     return store.db.first(sa.select(sa.func.pg_backend_pid()))[0]
 
 
-def _plain_url(store: Store) -> str:
-    return store.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False).split("?")[0]
+def _admin_scalar(sql: str, **params: object) -> object:
+    """One statement on a connection of its own (not the store's pool), as a DBA would run it."""
+    engine = sa.create_engine(postgres_base_url(), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as admin:
+            return admin.execute(sa.text(sql), params).scalar()
+    finally:
+        engine.dispose()
 
 
 def test_a_connection_reused_at_once_is_not_pinged(store, pings):
@@ -61,13 +67,11 @@ def test_a_connection_reused_at_once_is_not_pinged(store, pings):
 def test_a_connection_the_server_ended_is_replaced_before_the_login_uses_it(store, pings):
     store.links.get_active("alice@example.org")
     pid = _backend_pid(store)
-    with psycopg.connect(_plain_url(store), autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    assert _admin_scalar("SELECT pg_terminate_backend(:pid)", pid=pid)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # until the server's goodbye reaches the pooled socket
-        with psycopg.connect(_plain_url(store), autocommit=True) as admin:
-            if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
-                break
+        if not _admin_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=pid):
+            break
         time.sleep(0.02)
     assert store.links.get_active("alice@example.org") is None  # no StoreError: a new connection
     assert pings == [1]
